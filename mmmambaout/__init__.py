@@ -1,0 +1,18 @@
+"""mmmambaout: MambaOut and Vim backbones for mmdetection, mmsegmentation and mmpretrain.
+
+Importing the package, before anything else of OpenMMLab's:
+1. provides ``mmcv._ext`` from torchvision's kernels when mmcv has no compiled ops,
+   so that ``mmcv.ops``, ``mmdet.models`` and ``mmseg.models`` import and run;
+2. mends what mmengine 0.10.7 gets wrong on today's PyTorch and NumPy;
+3. registers the backbones and heads in the mmdet, mmseg and mmpretrain registries.
+"""
+from .ops.mmcv_backend import install_mmcv_ops_backend
+from .utils.compat import apply_compat_patches
+from .version import __version__
+
+install_mmcv_ops_backend()
+apply_compat_patches()
+
+from . import models  # noqa: E402,F401  (registers the models)
+
+__all__ = ['__version__']

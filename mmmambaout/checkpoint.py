@@ -1,0 +1,68 @@
+"""Safe checkpoint loading: tensors and plain containers only, never arbitrary code.
+
+Every checkpoint this project reads from outside (released backbones, zoo downloads,
+user files) goes through :func:`load_checkpoint_file`. ``.safetensors`` files are read
+with safetensors; everything else with ``torch.load(weights_only=True)`` plus the
+smallest allow-list that the released files need (Vim's checkpoints keep their
+``argparse.Namespace`` of training arguments under ``'args'``). A pickle that asks for
+anything else is refused with an explanation instead of being executed.
+"""
+import argparse
+import os
+import pickle
+
+import torch
+
+# Classes that released checkpoints legitimately contain besides tensors and containers.
+RELEASED_CHECKPOINT_GLOBALS = (argparse.Namespace, )
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint needs classes outside the allow-list to be unpickled."""
+
+
+def load_checkpoint_file(path, map_location='cpu'):
+    """Load a checkpoint file without executing pickled code.
+
+    Args:
+        path (str | os.PathLike): a ``.pth``/``.pt``/``.bin``/``.ckpt`` pickle file or a
+            ``.safetensors`` file.
+        map_location: as for :func:`torch.load`.
+
+    Returns:
+        dict: whatever the file holds (a state dict, or a dict around one).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f'checkpoint file not found: {path!r}. Check the path, or download it '
+            'with `python tools/download_checkpoint.py NAME_OR_URL`.')
+    if path.endswith('.safetensors'):
+        from safetensors.torch import load_file
+        device = map_location if isinstance(map_location, str) else 'cpu'
+        return load_file(path, device=device)
+    try:
+        with torch.serialization.safe_globals(list(RELEASED_CHECKPOINT_GLOBALS)):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UnsafeCheckpointError(
+            f'refused to load {path!r}: it is not a plain weights file. Loading it '
+            'would need to unpickle objects outside the allow-list '
+            f'({", ".join(c.__module__ + "." + c.__qualname__ for c in RELEASED_CHECKPOINT_GLOBALS)}), '
+            'which could run arbitrary code. If you trust the file, re-save its state '
+            'dict with `torch.save(obj["state_dict"], new_path)` in a trusted session, '
+            f'or convert it to .safetensors. Details: {err}') from err
+    except RuntimeError as err:
+        raise RuntimeError(
+            f'could not read checkpoint {path!r}: the file is damaged or not a '
+            f'PyTorch checkpoint ({err}). Delete it and download it again.') from err
+
+
+def extract_state_dict(checkpoint):
+    """Return the state dict inside a loaded checkpoint ('state_dict', 'model' or 'module' wrapper, or itself)."""
+    if not isinstance(checkpoint, dict):
+        raise TypeError(f'expected a dict checkpoint, got {type(checkpoint).__name__}')
+    for key in ('state_dict', 'model', 'module', 'model_ema'):
+        if key in checkpoint and isinstance(checkpoint[key], dict):
+            return checkpoint[key]
+    return checkpoint

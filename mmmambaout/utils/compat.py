@@ -1,0 +1,5 @@
+"""Placeholder; filled in next commit."""
+
+
+def apply_compat_patches():
+    pass

@@ -1,0 +1,53 @@
+"""mmmambaout: MambaOut and Vim backbones for mmdetection / mmsegmentation / mmpretrain.
+
+mmcv is not a hard requirement on purpose: mmcv (full, with compiled ops) and
+mmcv-lite install into the same ``mmcv`` package, so requiring one would overwrite a
+user's own full build with the other. Choose with an extra:
+
+    pip install -e ".[lite]"      # no mmcv yet: mmcv-lite 2.1.0 + our op backend
+    pip install -e .              # you already have a full mmcv 2.0/2.1 build: kept
+
+Importing ``mmmambaout`` checks that some mmcv is installed and says which extra to
+use if not.
+"""
+from setuptools import find_packages, setup
+
+
+def read_version():
+    scope = {}
+    with open('mmmambaout/version.py') as f:
+        exec(f.read(), scope)
+    return scope['__version__']
+
+
+setup(
+    name='mmmambaout',
+    version=read_version(),
+    description='MambaOut (Gated CNN) and Vim backbones as OpenMMLab plugins',
+    long_description=open('README.md').read(),
+    long_description_content_type='text/markdown',
+    packages=find_packages(include=['mmmambaout', 'mmmambaout.*']),
+    python_requires='>=3.9',
+    install_requires=[
+        'torch>=2.1',
+        'torchvision',
+        'numpy',
+        'mmengine==0.10.7',
+        'mmdet==3.3.0',
+        'mmsegmentation==1.2.2',
+        'mmpretrain==1.2.0',
+        'pycocotools',
+        'ftfy',       # mmseg imports it without declaring it
+        'regex',      # likewise
+        'safetensors',
+        # mmengine 0.10.7 imports pkg_resources for cross-package `_base_` configs
+        # (`mmdet::...`) and is_installed(); setuptools 81 removed it.
+        'setuptools<81',
+    ],
+    extras_require={
+        'lite': ['mmcv-lite==2.1.0'],
+        'tests': ['pytest', 'timm>=1.0.16'],
+    },
+    include_package_data=True,
+    zip_safe=False,
+)
