@@ -1,0 +1,118 @@
+"""mmengine 0.10.7 on torch >= 2.6: resume with weights_only kept on; pkg_resources-free configs."""
+import os
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModel
+from torch.utils.data import Dataset
+
+import mmmambaout  # noqa: F401  (applies the patches)
+
+
+class _Regressor(BaseModel):
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 1)
+
+    def forward(self, x, mode='loss'):
+        out = self.fc(torch.stack(x) if isinstance(x, list) else x)
+        return {'loss': out.pow(2).mean()} if mode == 'loss' else out
+
+
+class _Points(Dataset):
+
+    def __len__(self):
+        return 16
+
+    def __getitem__(self, i):
+        return dict(x=torch.full((4, ), float(i)))
+
+
+def _runner(work_dir, max_iters, resume=False):
+    from mmengine.runner import Runner
+    return Runner(
+        model=_Regressor(),
+        work_dir=str(work_dir),
+        train_dataloader=dict(
+            dataset=_Points(), sampler=dict(type='DefaultSampler', shuffle=True),
+            batch_size=4, collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.01)),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=3, by_epoch=False)),
+        resume=resume,
+        randomness=dict(seed=0),
+    )
+
+
+def test_runner_resume_restores_iteration_and_optimizer(tmp_path):
+    first = _runner(tmp_path, max_iters=3)
+    first.train()
+    ckpt = tmp_path / 'iter_3.pth'
+    assert ckpt.is_file()
+    # torch's default is weights_only=True; our own checkpoint must still be strict there
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(ckpt)
+    saved_state = first.optim_wrapper.optimizer.state_dict()['state']
+
+    second = _runner(tmp_path, max_iters=6, resume=True)
+    second._train_loop = second.build_train_loop(second._train_loop)
+    second.call_hook('before_run')
+    second.load_or_resume()
+    assert second.iter == 3
+    resumed_state = second.optim_wrapper.optimizer.state_dict()['state']
+    assert resumed_state.keys() == saved_state.keys()
+    for k in saved_state:
+        assert int(resumed_state[k]['step']) == int(saved_state[k]['step']) == 3
+        torch.testing.assert_close(resumed_state[k]['exp_avg'], saved_state[k]['exp_avg'], rtol=0, atol=0)
+    torch.testing.assert_close(second.model.fc.weight, first.model.fc.weight, rtol=0, atol=0)
+
+    second.train()
+    assert second.iter == 6
+    assert (tmp_path / 'iter_6.pth').is_file()
+
+
+class _RunsCode:
+    marker = None
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}', ))
+
+
+def test_mmengine_loader_still_refuses_code(tmp_path):
+    from mmengine.runner.checkpoint import _load_checkpoint
+    marker = tmp_path / 'pwned'
+    _RunsCode.marker = marker
+    path = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {}, 'meta': _RunsCode()}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        _load_checkpoint(str(path), map_location='cpu')
+    assert not marker.exists()
+
+
+def test_history_buffer_getattr_is_restricted():
+    from mmengine.logging import HistoryBuffer
+
+    from mmmambaout.utils.compat import _history_buffer_getattr
+    assert _history_buffer_getattr(HistoryBuffer, 'mean') is HistoryBuffer.mean
+    with pytest.raises(RuntimeError, match='refused getattr'):
+        _history_buffer_getattr(HistoryBuffer, '__init__')
+    with pytest.raises(RuntimeError, match='refused getattr'):
+        _history_buffer_getattr(os, 'system')
+
+
+def test_cross_package_base_configs_load_in_fresh_interpreter(tmp_path):
+    """mmengine resolves `mmdet::` through pkg_resources; setup.py pins setuptools<81."""
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text("_base_ = ['mmdet::_base_/models/mask-rcnn_r50_fpn.py',\n"
+                   "          'mmseg::_base_/datasets/ade20k.py']\n")
+    code = ('from mmengine.config import Config; from mmengine.utils import is_installed; '
+            f'c = Config.fromfile({str(cfg)!r}); '
+            "assert c.model.type == 'MaskRCNN' and c.dataset_type == 'ADE20KDataset'; "
+            "assert is_installed('mmdet') and not is_installed('no_such_pkg_xyz'); print('ok')")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert out.returncode == 0 and 'ok' in out.stdout, out.stderr[-2000:]
