@@ -6,13 +6,19 @@ Importing the package, before anything else of OpenMMLab's:
 2. mends what mmengine 0.10.7 gets wrong on today's PyTorch and NumPy;
 3. registers the backbones and heads in the mmdet, mmseg and mmpretrain registries.
 """
-from .ops.mmcv_backend import install_mmcv_ops_backend
-from .utils.compat import apply_compat_patches
-from .version import __version__
+import warnings
+
+# mmengine 0.10.7 imports pkg_resources (kept by our setuptools<81 pin), which warns on
+# every import; the warning is about mmengine, not something a user can act on.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
+
+from .ops.mmcv_backend import install_mmcv_ops_backend  # noqa: E402
+from .utils.compat import apply_compat_patches  # noqa: E402
+from .version import __version__  # noqa: E402
 
 install_mmcv_ops_backend()
 apply_compat_patches()
 
-from . import models  # noqa: E402,F401  (registers the models)
+from . import engine, models  # noqa: E402,F401  (registers hooks and models)
 
 __all__ = ['__version__']
