@@ -1,1 +1,2 @@
 
+from .mambaout import MambaOut  # noqa: F401

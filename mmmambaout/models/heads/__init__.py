@@ -1,1 +1,2 @@
 
+from .mambaout_head import MambaOutClsHead  # noqa: F401

@@ -1,0 +1,485 @@
+"""MambaOut: a Gated CNN backbone for mmdet, mmseg and mmpretrain.
+
+Paper: `MambaOut: Do We Really Need Mamba for Vision?` (Yu & Wang, arXiv 2405.07992).
+Architecture facts follow the official release (yuweihao/MambaOut); see
+``/work/shared/reference/mambaout.md`` style notes in the docstrings below.
+
+Layout of this file, top to bottom: arch table, building blocks (stem, downsample,
+Gated CNN block), the :class:`MambaOut` backbone, checkpoint key conversion (official and
+timm formats -> ours) and pretrained loading.
+
+Tensors are channels-last (``[B, H, W, C]``) inside the stages: LayerNorm and the two
+Linear layers work on the last dim directly. The 3x3 strided convs and the 7x7 depthwise
+conv see ``x.permute(0, 3, 1, 2)``, which for a contiguous NHWC tensor is a
+``channels_last`` NCHW view, so they run in channels-last memory format (cuDNN / oneDNN
+NHWC kernels) and the permute back is again free.
+
+Our state-dict layout (backbone)::
+
+    stem.{conv1,norm1,conv2,norm2}
+    stages.{i}.downsample.{conv,norm}      (i >= 1)
+    stages.{i}.blocks.{j}.{norm,fc1,conv,fc2}
+    norm{i}                                 (output norms, dense mode only)
+
+and for the classifier head (:class:`MambaOutClsHead`): ``head.{norm,fc1,hidden_norm,fc2}``.
+"""
+import logging
+import re
+from typing import Dict, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import trunc_normal_
+
+from mmmambaout.registry import register_model
+
+ARCH_SETTINGS = {
+    'femto': dict(depths=(3, 3, 9, 3), dims=(48, 96, 192, 288)),
+    'kobe': dict(depths=(3, 3, 15, 3), dims=(48, 96, 192, 288)),
+    'tiny': dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 576)),
+    'small': dict(depths=(3, 4, 27, 3), dims=(96, 192, 384, 576)),
+    'base': dict(depths=(3, 4, 27, 3), dims=(128, 256, 512, 768)),
+}
+ARCH_ALIASES = {'f': 'femto', 'k': 'kobe', 't': 'tiny', 's': 'small', 'b': 'base'}
+
+OFFICIAL_RELEASE_URL = 'https://github.com/yuweihao/MambaOut/releases/download/model/'
+
+
+def _layer_norm(dim):
+    return nn.LayerNorm(dim, eps=1e-6)
+
+
+def drop_path(x, drop_prob: float, training: bool):
+    """Stochastic depth per sample (the residual branch is dropped for whole samples)."""
+    if drop_prob == 0. or not training:
+        return x
+    keep = 1. - drop_prob
+    mask = x.new_empty((x.shape[0], ) + (1, ) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask.div_(keep)
+
+
+class DropPath(nn.Module):
+
+    def __init__(self, drop_prob: float = 0.):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x):
+        return drop_path(x, self.drop_prob, self.training)
+
+    def extra_repr(self):
+        return f'drop_prob={self.drop_prob:.3f}'
+
+
+def _to_nchw(x):
+    """NHWC tensor -> NCHW view (``channels_last`` in memory when ``x`` is contiguous)."""
+    return x.permute(0, 3, 1, 2)
+
+
+def _to_nhwc(x):
+    return x.permute(0, 2, 3, 1)
+
+
+class Stem(nn.Module):
+    """Stride 4: conv3x3/2 (C/2) -> LN -> GELU -> conv3x3/2 (C) -> LN. NCHW in, NHWC out."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels // 2, 3, stride=2, padding=1)
+        self.norm1 = _layer_norm(out_channels // 2)
+        self.act = nn.GELU()
+        self.conv2 = nn.Conv2d(out_channels // 2, out_channels, 3, stride=2, padding=1)
+        self.norm2 = _layer_norm(out_channels)
+
+    def forward(self, x):
+        # A 3-channel image is cheap to reorder; afterwards every permute is a view.
+        x = self.conv1(x.contiguous(memory_format=torch.channels_last))
+        x = self.act(self.norm1(_to_nhwc(x)))
+        x = self.conv2(_to_nchw(x))
+        return self.norm2(_to_nhwc(x))
+
+
+class Downsample(nn.Module):
+    """Stride 2 between stages: conv3x3/2 (with bias) -> LN, no norm before. NHWC in/out."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1)
+        self.norm = _layer_norm(out_channels)
+
+    def forward(self, x):
+        return self.norm(_to_nhwc(self.conv(_to_nchw(x))))
+
+
+class GatedCNNBlock(nn.Module):
+    """Gated CNN block, NHWC in/out (pre-norm, residual, no layer scale).
+
+    ``fc1`` expands C to 2H (H = int(expansion_ratio * C)), split into the gate ``g``
+    (H), an identity part ``i`` (H - C') and a conv part ``c`` (C' = conv_ratio * C);
+    ``out = fc2(GELU(g) * cat(i, dwconv7x7(c)))``.
+    """
+
+    def __init__(self,
+                 dim: int,
+                 expansion_ratio: float = 8 / 3,
+                 kernel_size: int = 7,
+                 conv_ratio: float = 1.0,
+                 drop_path: float = 0.):
+        super().__init__()
+        hidden = int(expansion_ratio * dim)
+        conv_channels = int(conv_ratio * dim)
+        self.split_sizes = (hidden, hidden - conv_channels, conv_channels)
+        self.norm = _layer_norm(dim)
+        self.fc1 = nn.Linear(dim, 2 * hidden)
+        self.act = nn.GELU()
+        self.conv = nn.Conv2d(
+            conv_channels,
+            conv_channels,
+            kernel_size,
+            padding=kernel_size // 2,
+            groups=conv_channels)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+
+    def forward(self, x):
+        g, i, c = torch.split(self.fc1(self.norm(x)), self.split_sizes, dim=-1)
+        # One copy makes `c` dense NHWC; the depthwise conv then runs channels-last
+        # and its output is a contiguous NHWC tensor again.
+        c = self.conv(_to_nchw(c).contiguous(memory_format=torch.channels_last))
+        x_mix = self.fc2(self.act(g) * torch.cat((i, _to_nhwc(c)), dim=-1))
+        return x + self.drop_path(x_mix)
+
+
+class MambaOutStage(nn.Module):
+    """Optional downsample followed by ``depth`` Gated CNN blocks."""
+
+    def __init__(self, in_channels, out_channels, depth, drop_path_rates, downsample):
+        super().__init__()
+        self.downsample = Downsample(in_channels, out_channels) if downsample else nn.Identity()
+        self.blocks = nn.Sequential(*[
+            GatedCNNBlock(out_channels, drop_path=drop_path_rates[j]) for j in range(depth)
+        ])
+        self.with_cp = False
+
+    def forward(self, x):
+        x = self.downsample(x)
+        for block in self.blocks:
+            if self.with_cp and x.requires_grad:
+                x = cp.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return x
+
+
+@register_model
+class MambaOut(BaseModule):
+    """MambaOut backbone (stem + 4 stages of Gated CNN blocks).
+
+    Args:
+        arch (str | dict): one of ``'femto'``, ``'kobe'``, ``'tiny'``, ``'small'``,
+            ``'base'`` (or ``'f'``, ``'k'``, ``'t'``, ``'s'``, ``'b'``), or a dict with
+            ``depths`` and ``dims`` (sequences of equal length). Defaults to ``'tiny'``.
+        in_channels (int): input image channels. Defaults to 3.
+        out_indices (Sequence[int] | int): stages whose outputs are returned (negative
+            indices count from the end). Defaults to ``(0, 1, 2, 3)``.
+        norm_out (bool): add a LayerNorm to each output stage, as the authors do for
+            detection and segmentation. Set ``False`` for classification, where
+            :class:`MambaOutClsHead` normalises after pooling. Defaults to True.
+        frozen_stages (int): ``-1`` freezes nothing, ``0`` the stem, ``k`` the stem, the
+            first ``k`` stages (with their downsampling) and their output norms.
+        drop_path_rate (float): stochastic depth, rising linearly over all blocks from 0.
+        with_cp (bool): checkpoint each block in training to save memory.
+        init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=..., prefix=...)``
+            loads official / timm / our checkpoints, converting keys on the fly.
+
+    Returns from ``forward``: a tuple of NCHW tensors, one per ``out_indices`` entry.
+
+    ``norm_eval`` does not exist: every norm is a LayerNorm, which has no running stats.
+    """
+
+    arch_settings = ARCH_SETTINGS
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'tiny',
+                 in_channels: int = 3,
+                 out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
+                 norm_out: bool = True,
+                 frozen_stages: int = -1,
+                 drop_path_rate: float = 0.,
+                 with_cp: bool = False,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.arch = self._parse_arch(arch)
+        depths, dims = self.arch['depths'], self.arch['dims']
+        num_stages = len(depths)
+        self.depths, self.dims, self.num_stages = depths, dims, num_stages
+
+        if isinstance(out_indices, int):
+            out_indices = (out_indices, )
+        if not isinstance(out_indices, Sequence) or len(out_indices) == 0:
+            raise TypeError(f'out_indices must be an int or a non-empty sequence of ints, '
+                            f'got {out_indices!r}')
+        indices = []
+        for idx in out_indices:
+            if not isinstance(idx, int) or not -num_stages <= idx < num_stages:
+                raise ValueError(f'out_indices entries must be ints in [{-num_stages}, '
+                                 f'{num_stages - 1}], got {out_indices!r}')
+            indices.append(idx % num_stages)
+        if len(set(indices)) != len(indices):
+            raise ValueError(f'out_indices has duplicates: {out_indices!r}')
+        self.out_indices = tuple(sorted(indices))
+        if not -1 <= frozen_stages <= num_stages:
+            raise ValueError(f'frozen_stages must be in [-1, {num_stages}], got {frozen_stages}')
+        if not 0. <= drop_path_rate < 1.:
+            raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate}')
+        self.norm_out = norm_out
+        self.frozen_stages = frozen_stages
+        self.drop_path_rate = drop_path_rate
+        self.with_cp = with_cp
+
+        self.stem = Stem(in_channels, dims[0])
+        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.stages = nn.ModuleList()
+        for i in range(num_stages):
+            start = sum(depths[:i])
+            stage = MambaOutStage(dims[i - 1] if i else dims[0], dims[i], depths[i],
+                                  rates[start:start + depths[i]], downsample=i > 0)
+            stage.with_cp = with_cp
+            self.stages.append(stage)
+        if norm_out:
+            for i in self.out_indices:
+                self.add_module(f'norm{i}', _layer_norm(dims[i]))
+        self.out_channels = tuple(dims[i] for i in self.out_indices)
+        self._freeze_stages()
+
+    @classmethod
+    def _parse_arch(cls, arch) -> Dict[str, tuple]:
+        if isinstance(arch, str):
+            name = ARCH_ALIASES.get(arch.lower(), arch.lower())
+            if name not in cls.arch_settings:
+                raise ValueError(f'unknown MambaOut arch {arch!r}; valid archs: '
+                                 f'{", ".join(cls.arch_settings)} '
+                                 f'(aliases {", ".join(ARCH_ALIASES)}), or a dict with '
+                                 "'depths' and 'dims'")
+            arch = cls.arch_settings[name]
+        if not isinstance(arch, dict):
+            raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
+        if set(arch) != {'depths', 'dims'}:
+            raise ValueError("a custom arch dict needs exactly the keys 'depths' and 'dims', "
+                             f'got {sorted(arch)}')
+        depths, dims = tuple(arch['depths']), tuple(arch['dims'])
+        if len(depths) != len(dims) or not depths:
+            raise ValueError(f'arch depths {depths} and dims {dims} must be non-empty and '
+                             'of equal length')
+        if not all(isinstance(v, int) and v > 0 for v in depths + dims):
+            raise ValueError(f'arch depths and dims must be positive ints, got {arch}')
+        return dict(depths=depths, dims=dims)
+
+    def forward(self, x):
+        x = self.stem(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                y = getattr(self, f'norm{i}')(x) if self.norm_out else x
+                outs.append(_to_nchw(y).contiguous())
+            if i == self.out_indices[-1]:
+                break
+        return tuple(outs)
+
+    # -- freezing ---------------------------------------------------------------------
+    def _frozen_modules(self):
+        if self.frozen_stages >= 0:
+            yield self.stem
+        for i in range(self.frozen_stages):
+            yield self.stages[i]
+            if self.norm_out and i in self.out_indices:
+                yield getattr(self, f'norm{i}')
+
+    def _freeze_stages(self):
+        for m in self._frozen_modules():
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    # -- initialisation ---------------------------------------------------------------
+    def init_weights(self):
+        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
+            self._load_pretrained()
+            return
+        # Official init: truncated normal std 0.02 for Linear / Conv weights, zero bias.
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                trunc_normal_(m.weight, std=.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if self.init_cfg is not None:
+            super().init_weights()
+
+    def _load_pretrained(self):
+        checkpoint = self.init_cfg.get('checkpoint')
+        if checkpoint is None:
+            raise ValueError("init_cfg type='Pretrained' needs a 'checkpoint'")
+        state_dict = load_mambaout_state_dict(checkpoint, prefix=self.init_cfg.get('prefix'))
+        # Classifier head keys belong to MambaOutClsHead: dropped silently here.
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.')}
+        load_converted_state_dict(self, state_dict, checkpoint,
+                                  expected_missing=r'^norm\d+\.')
+        self._freeze_stages()
+
+
+# -- checkpoint key conversion ---------------------------------------------------------
+_OFFICIAL_MARKERS = re.compile(r'^(downsample_layers\.|stages\.\d+\.\d+\.|norm\.)')
+
+
+def checkpoint_format(state_dict) -> str:
+    """``'official'`` (yuweihao/MambaOut release) or ``'timm'`` / ``'ours'`` (same backbone)."""
+    if any(_OFFICIAL_MARKERS.match(k) for k in state_dict):
+        return 'official'
+    if any(k.startswith('head.pre_logits.') or k.startswith('head.fc.') for k in state_dict):
+        return 'timm'
+    return 'ours'
+
+
+def convert_official_key(key: str) -> str:
+    key = re.sub(r'^downsample_layers\.0\.', 'stem.', key)
+    key = re.sub(r'^downsample_layers\.(\d+)\.', r'stages.\1.downsample.', key)
+    key = re.sub(r'^stages\.(\d+)\.(\d+)\.', r'stages.\1.blocks.\2.', key)
+    key = re.sub(r'^head\.norm\.', 'head.hidden_norm.', key)   # LN(4C) inside the MLP
+    key = re.sub(r'^norm\.', 'head.norm.', key)                  # LN after pooling
+    return key
+
+
+def convert_timm_key(key: str) -> str:
+    key = re.sub(r'^head\.pre_logits\.fc\.', 'head.fc1.', key)
+    key = re.sub(r'^head\.pre_logits\.norm\.', 'head.hidden_norm.', key)
+    key = re.sub(r'^head\.fc\.', 'head.fc2.', key)
+    return key
+
+
+def checkpoint_filter_fn(state_dict: dict) -> dict:
+    """Official or timm MambaOut state dict -> our layout (backbone keys + ``head.*``).
+
+    Our own layout passes through unchanged, so the function is idempotent.
+    """
+    fmt = checkpoint_format(state_dict)
+    convert = {'official': convert_official_key, 'timm': convert_timm_key}.get(fmt)
+    if convert is None:
+        return dict(state_dict)
+    return {convert(k): v for k, v in state_dict.items()}
+
+
+def _strip_prefix(state_dict, prefix):
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def load_mambaout_state_dict(checkpoint, prefix: Optional[str] = None) -> dict:
+    """Load a checkpoint (path, or whatever ``load_checkpoint_file`` accepts) in any
+    supported format and return it in our layout: backbone keys plus ``head.*`` keys.
+
+    ``prefix`` (e.g. ``'backbone.'``) selects and strips the keys under it. Without one,
+    a wrapping ``module.`` is removed, and a file with only ``backbone.*`` model keys
+    (an mmdet / mmseg / mmpretrain checkpoint) is read as its backbone plus ``head.*``.
+    """
+    from mmmambaout.checkpoint import extract_state_dict, load_checkpoint_file
+
+    if isinstance(checkpoint, dict):
+        state_dict = extract_state_dict(checkpoint)
+        source = 'the given state dict'
+    else:
+        state_dict = extract_state_dict(load_checkpoint_file(checkpoint))
+        source = repr(checkpoint)
+    if prefix:
+        selected = _strip_prefix(state_dict, prefix)
+        if not selected:
+            alt = prefix + '.' if not prefix.endswith('.') else None
+            selected = _strip_prefix(state_dict, alt) if alt else {}
+        if not selected:
+            raise ValueError(f'no key of {source} starts with prefix {prefix!r}; first keys: '
+                             f'{list(state_dict)[:5]}')
+        state_dict = selected
+    else:
+        if state_dict and all(k.startswith('module.') for k in state_dict):
+            state_dict = _strip_prefix(state_dict, 'module.')
+        if any(k.startswith('backbone.') for k in state_dict) and not any(
+                k.startswith(('stem.', 'stages.', 'downsample_layers.')) for k in state_dict):
+            backbone = _strip_prefix(state_dict, 'backbone.')
+            backbone.update({k: v for k, v in state_dict.items() if k.startswith('head.')})
+            state_dict = backbone
+    return checkpoint_filter_fn(state_dict)
+
+
+def load_converted_state_dict(module: nn.Module, state_dict: dict, source,
+                              expected_missing: Optional[str] = None):
+    """Load ``state_dict`` (our layout) into ``module`` non-strictly and report.
+
+    Raises on shape mismatches (wrong arch) and when no key matches at all; logs missing
+    and unexpected keys through the mmengine logger. Missing keys matching the regex
+    ``expected_missing`` (e.g. dense output norms absent from classification checkpoints)
+    are mentioned at INFO level only.
+    """
+    own = module.state_dict()
+    mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
+                  for k, v in state_dict.items() if k in own and own[k].shape != v.shape]
+    name = type(module).__name__
+    if mismatched:
+        raise RuntimeError(f'{name}: checkpoint {source} does not fit this model (wrong arch?); '
+                           f'{len(mismatched)} shape mismatches, e.g. ' + '; '.join(mismatched[:3]))
+    if not any(k in own for k in state_dict):
+        raise RuntimeError(f'{name}: no key of checkpoint {source} matches the model, nothing '
+                           f'loaded. First checkpoint keys: {list(state_dict)[:5]}; first model '
+                           f'keys: {list(own)[:5]}. Wrong file or wrong prefix?')
+    missing, unexpected = module.load_state_dict(state_dict, strict=False)
+    expected = [k for k in missing if expected_missing and re.match(expected_missing, k)]
+    missing = [k for k in missing if k not in expected]
+    print_log(f'{name}: loaded {len(state_dict) - len(unexpected)} tensors from {source}',
+              logger='current', level=logging.INFO)
+    if expected:
+        print_log(f'{name}: initialised from scratch (not in the checkpoint, as expected): '
+                  f'{", ".join(expected)}', logger='current', level=logging.INFO)
+    if missing:
+        print_log(f'{name}: missing keys in {source}: {", ".join(missing)}',
+                  logger='current', level=logging.WARNING)
+    if unexpected:
+        print_log(f'{name}: unexpected keys in {source}: {", ".join(unexpected)}',
+                  logger='current', level=logging.WARNING)
+    return missing, unexpected
+
+
+def to_model_state_dict(state_dict: dict) -> dict:
+    """Our layout -> keys of a whole model (``backbone.*`` plus ``head.*``), as mmpretrain's
+    ``ImageClassifier`` (and mmdet / mmseg models, for the backbone part) name them."""
+    return {(k if k.startswith('head.') else 'backbone.' + k): v for k, v in state_dict.items()}
+
+
+def _load_official_release(filename, map_location=None):
+    """mmengine checkpoint loader for the official release URLs (``load_from=<url>``).
+
+    The release files hold the official key names; this returns them as a whole-model
+    state dict, so ``load_from`` of an mmpretrain MambaOut classifier config can point at
+    the official URL directly (``tools/test.py`` does not run ``init_weights``).
+    """
+    state_dict = load_mambaout_state_dict(filename)
+    if isinstance(map_location, (str, torch.device)):
+        state_dict = {k: v.to(map_location) for k, v in state_dict.items()}
+    return {'state_dict': to_model_state_dict(state_dict)}
+
+
+def _register_release_loader():
+    from mmengine.runner.checkpoint import CheckpointLoader
+    CheckpointLoader.register_scheme(OFFICIAL_RELEASE_URL, _load_official_release, force=True)
+
+
+_register_release_loader()

@@ -1,0 +1,117 @@
+"""MambaOutClsHead and the mmpretrain ImageNet configs."""
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+
+import mmmambaout  # noqa: F401  (registers the models)
+import mmmambaout.checkpoint
+from mmmambaout.models.backbones.mambaout import ARCH_SETTINGS, OFFICIAL_RELEASE_URL
+from mmmambaout.models.heads import MambaOutClsHead
+
+timm = pytest.importorskip('timm')
+
+REPO = Path(__file__).resolve().parents[3]
+LETTERS = dict(f='femto', k='kobe', t='tiny', s='small', b='base')
+
+
+def timm_to_official(state_dict):
+    """timm -> official key names (the documented mapping, backwards)."""
+    out = {}
+    for k, v in state_dict.items():
+        k = re.sub(r'^stem\.', 'downsample_layers.0.', k)
+        k = re.sub(r'^stages\.(\d+)\.downsample\.', r'downsample_layers.\1.', k)
+        k = re.sub(r'^stages\.(\d+)\.blocks\.(\d+)\.', r'stages.\1.\2.', k)
+        k = re.sub(r'^head\.norm\.', 'norm.', k)
+        k = re.sub(r'^head\.pre_logits\.fc\.', 'head.fc1.', k)
+        k = re.sub(r'^head\.pre_logits\.norm\.', 'head.norm.', k)
+        k = re.sub(r'^head\.fc\.', 'head.fc2.', k)
+        out[k] = v
+    return out
+
+
+@pytest.fixture(scope='module')
+def timm_femto():
+    torch.manual_seed(0)
+    model = timm.create_model('mambaout_femto').eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+def test_head_forward_loss_predict():
+    from mmpretrain.structures import DataSample
+    head = MambaOutClsHead(num_classes=10, in_channels=32, topk=(1, 5))
+    head.init_weights()
+    assert head.fc1.weight.shape == (128, 32) and head.fc2.weight.shape == (10, 128)
+    assert head.fc1.bias.abs().sum() == 0 and abs(head.fc1.weight.std() - 0.02) < 0.005
+    feats = (torch.randn(2, 16, 5, 5), torch.randn(2, 32, 3, 4))
+    assert head(feats).shape == (2, 10)
+    assert head.pre_logits(feats).shape == (2, 128)
+    samples = [DataSample().set_gt_label(i) for i in (1, 7)]
+    losses = head.loss(feats, samples)
+    assert losses['loss'].ndim == 0 and losses['loss'] > 0
+    preds = head.predict(feats)
+    assert len(preds) == 2 and preds[0].pred_score.shape == (10, )
+    with pytest.raises(ValueError, match='NCHW'):
+        head((torch.randn(2, 32), ))
+    with pytest.raises(ValueError, match='positive'):
+        MambaOutClsHead(num_classes=0, in_channels=32)
+
+
+def test_head_pretrained_from_timm_safetensors(tmp_path, timm_femto):
+    from safetensors.torch import save_file
+    path = tmp_path / 'model.safetensors'
+    save_file({k: v.contiguous() for k, v in timm_femto.state_dict().items()}, str(path))
+    head = MambaOutClsHead(1000, 288, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    head.init_weights()
+    x = torch.randn(2, 7, 7, 288)
+    with torch.no_grad():
+        ref = timm_femto.forward_head(x)
+        ours = head((x.permute(0, 3, 1, 2), ))
+    assert (ours - ref).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize('letter', list(LETTERS))
+def test_configs(letter):
+    cfg = Config.fromfile(str(REPO / f'configs/mambaout_{letter}_in1k.py'))
+    arch = LETTERS[letter]
+    assert cfg.default_scope == 'mmpretrain'
+    assert cfg.custom_imports == dict(imports=['mmmambaout'], allow_failed_imports=False)
+    assert cfg.model.backbone.arch == arch and cfg.model.backbone.norm_out is False
+    assert cfg.model.head.in_channels == ARCH_SETTINGS[arch]['dims'][-1]
+    assert cfg.load_from == f'{OFFICIAL_RELEASE_URL}mambaout_{arch}.pth'
+    resize = cfg.test_dataloader.dataset.pipeline[1]
+    assert resize.scale == 224 and resize.interpolation == 'bicubic'  # crop_pct 1.0
+    assert cfg.test_dataloader.dataset.data_root == 'data/imagenet'
+
+
+def test_classifier_loads_official_release_url(monkeypatch, tmp_path, timm_femto):
+    """`load_from=<official URL>` yields timm's logits (the URL's file is faked here)."""
+    from mmengine.runner import load_checkpoint
+    from mmpretrain.registry import MODELS
+
+    path = tmp_path / 'mambaout_femto.pth'
+    torch.save(timm_to_official(timm_femto.state_dict()), path)
+    url = f'{OFFICIAL_RELEASE_URL}mambaout_femto.pth'
+    real = mmmambaout.checkpoint.load_checkpoint_file
+    seen = []
+
+    def fake(name, *args, **kwargs):
+        seen.append(name)
+        return real(path if name == url else name, *args, **kwargs)
+
+    monkeypatch.setattr(mmmambaout.checkpoint, 'load_checkpoint_file', fake)
+    cfg = Config.fromfile(str(REPO / 'configs/mambaout_f_in1k.py'))
+    cfg.model.data_preprocessor = cfg.data_preprocessor
+    model = MODELS.build(cfg.model).eval()
+    load_checkpoint(model, cfg.load_from, map_location='cpu', strict=True)
+    assert seen == [url]
+    img = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ours = model(img, mode='tensor')
+        ref = timm_femto(img)
+    assert (ours - ref).abs().max() < 1e-4
