@@ -23,6 +23,7 @@ import json
 import os
 import os.path as osp
 import shutil
+import warnings
 
 import cv2
 import numpy as np
@@ -166,7 +167,7 @@ def _coords(h, w, angle):
 
 
 def _blend(c0, c1, t):
-    return c0 * (1 - t[..., None]) + c1 * t[..., None]
+    return c0 + (c1 - c0) * t[..., None]
 
 
 def _stripes(rng, h, w, period, angle, duty=0.5):
@@ -233,7 +234,11 @@ def _unit_polygon(rng, label):
 def _rasterize(polygons, h, w):
     """Mask of the union of flat polygons, exactly as pycocotools (and mmdet) decode it."""
     rle = mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))
-    return mask_utils.decode(rle).astype(bool)
+    with warnings.catch_warnings():
+        # pycocotools' decode trips NumPy 2's __array__(copy=) deprecation; harmless here.
+        warnings.filterwarnings('ignore', "__array__ implementation doesn't accept a copy",
+                                DeprecationWarning)
+        return mask_utils.decode(rle).astype(bool)
 
 
 def _encode(mask):
@@ -308,7 +313,7 @@ def _coco_sample(rng, image_size):
     objects = _place_shapes(rng, h, w)
     for obj in objects:
         fill = _object_fill(rng, obj['label'], h, w)
-        img[obj['mask']] = fill[obj['mask']]
+        np.copyto(img, fill, where=obj['mask'][..., None])
     img += rng.normal(0, rng.uniform(0.005, 0.025), img.shape).astype(np.float32)
     return img, objects
 
@@ -379,7 +384,7 @@ def _disc_mask(h, w, cx, cy, r):
 
 
 def _paint(img, seg, mask, texture, label):
-    img[mask] = texture[mask]
+    np.copyto(img, texture, where=mask[..., None])
     seg[mask] = label
 
 
