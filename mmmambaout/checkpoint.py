@@ -8,7 +8,6 @@ smallest allow-list that the released files need (Vim's checkpoints keep their
 anything else is refused with an explanation instead of being executed.
 """
 import argparse
-import os
 import pickle
 
 import torch
@@ -21,30 +20,39 @@ class UnsafeCheckpointError(RuntimeError):
     """A checkpoint needs classes outside the allow-list to be unpickled."""
 
 
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint file is truncated or is not a checkpoint at all."""
+
+
 def load_checkpoint_file(path, map_location='cpu'):
     """Load a checkpoint file without executing pickled code.
 
     Args:
         path (str | os.PathLike): a ``.pth``/``.pt``/``.bin``/``.ckpt`` pickle file or a
-            ``.safetensors`` file.
+            ``.safetensors`` file; or an http(s) URL or a model zoo name, downloaded into
+            the cache first (see :func:`mmmambaout.zoo.resolve_checkpoint`).
         map_location: as for :func:`torch.load`.
 
     Returns:
         dict: whatever the file holds (a state dict, or a dict around one).
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f'checkpoint file not found: {path!r}. Check the path, or download it '
-            'with `python tools/download_checkpoint.py NAME_OR_URL`.')
+    from .zoo import resolve_checkpoint  # a path, an http(s) URL or a model zoo name
+
+    path = resolve_checkpoint(path)
     if path.endswith('.safetensors'):
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
         device = map_location if isinstance(map_location, str) else 'cpu'
-        return load_file(path, device=device)
+        try:
+            return load_file(path, device=device)
+        except SafetensorError as err:
+            raise CorruptCheckpointError(_damaged(path, err)) from err
     try:
         with torch.serialization.safe_globals(list(RELEASED_CHECKPOINT_GLOBALS)):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        if 'pickle data was truncated' in str(err):
+            raise CorruptCheckpointError(_damaged(path, err)) from err
         raise UnsafeCheckpointError(
             f'refused to load {path!r}: it is not a plain weights file. Loading it '
             'would need to unpickle objects outside the allow-list '
@@ -52,10 +60,13 @@ def load_checkpoint_file(path, map_location='cpu'):
             'which could run arbitrary code. If you trust the file, re-save its state '
             'dict with `torch.save(obj["state_dict"], new_path)` in a trusted session, '
             f'or convert it to .safetensors. Details: {err}') from err
-    except RuntimeError as err:
-        raise RuntimeError(
-            f'could not read checkpoint {path!r}: the file is damaged or not a '
-            f'PyTorch checkpoint ({err}). Delete it and download it again.') from err
+    except (RuntimeError, EOFError) as err:
+        raise CorruptCheckpointError(_damaged(path, err)) from err
+
+
+def _damaged(path, err):
+    return (f'could not read checkpoint {path!r}: the file is damaged (e.g. truncated) or '
+            f'not a checkpoint ({type(err).__name__}: {err}). Delete it and download it again.')
 
 
 def extract_state_dict(checkpoint):
