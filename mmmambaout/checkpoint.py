@@ -60,7 +60,9 @@ def load_checkpoint_file(path, map_location='cpu'):
             'which could run arbitrary code. If you trust the file, re-save its state '
             'dict with `torch.save(obj["state_dict"], new_path)` in a trusted session, '
             f'or convert it to .safetensors. Details: {err}') from err
-    except (RuntimeError, EOFError) as err:
+    except (PermissionError, FileNotFoundError):
+        raise
+    except (RuntimeError, EOFError, OSError) as err:  # OSError: seek past a truncated end
         raise CorruptCheckpointError(_damaged(path, err)) from err
 
 

@@ -285,7 +285,8 @@ def _fetch(url: str, part: str, progress: bool, timeout: float):
 
 def download_checkpoint(url: str, dest: Optional[str] = None, sha256: Optional[str] = None,
                         progress: Optional[bool] = None, retries: int = 3,
-                        timeout: float = 30.0) -> str:
+                        timeout: float = 30.0,
+                        index: Optional[Dict[str, ZooEntry]] = None) -> str:
     """Download ``url`` into ``dest`` (default: :func:`cache_dir`) unless already there;
     return the local path. See the module docstring for resume, hashes and the lock.
 
@@ -293,12 +294,13 @@ def download_checkpoint(url: str, dest: Optional[str] = None, sha256: Optional[s
         sha256: expected hex digest; default: the index's, else the recorded one.
         progress: show a progress bar; default: only when stderr is a terminal.
         retries: how many times a cut-off transfer is resumed within this call.
+        index: model index to look ``url`` up in (default: :func:`load_model_index`).
     """
     dest = os.path.expanduser(dest or cache_dir())
     path = os.path.join(dest, _url_filename(url))
     source = 'given'
     if sha256 is None:
-        entry = _entry_for_url(url)
+        entry = _entry_for_url(url, index)
         if entry is not None and entry.sha256:
             sha256, source = entry.sha256, f'model index entry {entry.name!r}'
     sha256 = sha256.lower() if sha256 else None
@@ -347,38 +349,43 @@ def download_checkpoint(url: str, dest: Optional[str] = None, sha256: Optional[s
     return path
 
 
-def _entry_for_url(url: str) -> Optional[ZooEntry]:
-    try:
-        index = load_model_index()
-    except (OSError, ImportError):
-        return None
+def _entry_for_url(url: str, index=None) -> Optional[ZooEntry]:
+    if index is None:
+        try:
+            index = load_model_index()
+        except (OSError, ImportError):
+            return None
     return next((e for e in index.values() if e.weights == url), None)
 
 
 def resolve_checkpoint(spec, dest: Optional[str] = None, sha256: Optional[str] = None,
-                       progress: Optional[bool] = None) -> str:
-    """Local path for ``spec``: an existing file, an http(s) URL or a zoo name."""
+                       progress: Optional[bool] = None,
+                       index: Optional[Dict[str, ZooEntry]] = None) -> str:
+    """Local path for ``spec``: an existing file, an http(s) URL or a zoo name (looked
+    up in ``index``, default :func:`load_model_index`); see :func:`download_checkpoint`."""
     spec = os.fspath(spec)
     local = os.path.expanduser(spec)
     if os.path.isfile(local):
         return local
     if spec.startswith(('http://', 'https://')):
-        return download_checkpoint(spec, dest=dest, sha256=sha256, progress=progress)
+        return download_checkpoint(spec, dest=dest, sha256=sha256, progress=progress,
+                                   index=index)
     looks_like_path = os.sep in spec or spec.endswith(('.pth', '.pt', '.bin', '.ckpt',
                                                        '.safetensors'))
     if not looks_like_path:
-        try:
-            index = load_model_index()
-        except (OSError, ImportError):
-            index = {}
+        if index is None:
+            try:
+                index = load_model_index()
+            except (OSError, ImportError):
+                index = {}
         if spec in index:
             entry = index[spec]
             if not entry.weights:
                 raise FileNotFoundError(
                     f'model zoo entry {spec!r} has no released weights (config: '
                     f'{entry.config}); train it or pass a checkpoint file.')
-            return download_checkpoint(entry.weights, dest=dest,
-                                       sha256=sha256 or entry.sha256, progress=progress)
+            return download_checkpoint(entry.weights, dest=dest, sha256=sha256,
+                                       progress=progress, index=index)
         if index:
             try:
                 get_zoo_entry(spec, index)
