@@ -41,7 +41,7 @@ DEMO_ADE_PALETTE = [[120, 120, 120], [180, 120, 120], [6, 230, 230], [80, 50, 50
 DEMO_ADE_METAINFO = dict(classes=DEMO_ADE_CLASSES, palette=DEMO_ADE_PALETTE)
 WALL, BUILDING, SKY, FLOOR, TREE, CEILING, ROAD = range(1, 8)
 
-FORMAT_VERSION = 1  # bump when the generated content changes, so old data is redone
+FORMAT_VERSION = 2  # bump when the generated content changes, so old data is redone
 READY_MARKER = '.demo_complete'
 _SPLITS = (('train', 0), ('val', 1))
 _JPEG_QUALITY = 95
@@ -175,6 +175,10 @@ def _stripes(rng, h, w, period, angle, duty=0.5):
     return (((_coords(h, w, angle) + phase) % period) < duty * period).astype(np.float32)
 
 
+def _checker(h, w, cell):
+    return ((_coords(h, w, 0) // cell + _coords(h, w, np.pi / 2) // cell) % 2).astype(np.float32)
+
+
 def _background(rng, h, w):
     """A muted random texture: noise, gradient, stripes, checker or a mix."""
     c0 = _random_color(rng)
@@ -188,8 +192,7 @@ def _background(rng, h, w):
     elif kind == 2:
         t = _stripes(rng, h, w, rng.uniform(6, 32), rng.uniform(0, np.pi))
     elif kind == 3:
-        cell = rng.uniform(10, 40)
-        t = ((_coords(h, w, 0) // cell + _coords(h, w, np.pi / 2) // cell) % 2).astype(np.float32)
+        t = _checker(h, w, rng.uniform(10, 40))
     else:
         t = np.clip(0.6 * _value_noise(rng, h, w, rng.uniform(6, 24))
                     + 0.4 * _stripes(rng, h, w, rng.uniform(8, 24), rng.uniform(0, np.pi)), 0, 1)
@@ -252,8 +255,10 @@ def _random_shape(rng, h, w):
     label = int(rng.integers(len(DEMO_CLASSES)))
     outer, hole = _unit_polygon(rng, label)
     side = min(h, w)
-    # log-uniform radius: small (~10 px) to large (~0.3 of the short side)
-    radius = float(np.exp(rng.uniform(np.log(0.06 * side), np.log(0.3 * side))))
+    # Log-uniform radius from ~13 px to a third of the short side: about a third of the
+    # instances are COCO-small (< 32^2 px), few below 16 px across, which a detector
+    # trained for minutes at this resolution can still find.
+    radius = float(np.exp(rng.uniform(np.log(0.08 * side), np.log(0.33 * side))))
     theta = rng.uniform(0, 2 * np.pi)
     rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
     rel = outer @ rot.T * radius
@@ -396,7 +401,8 @@ def _sky(rng, h, w):
     ])
     t = np.linspace(0, 1, h, dtype=np.float32)[:, None] * np.ones((1, w), np.float32)
     img = _blend(_hsv(*top), _hsv(*bottom), t)
-    clouds = np.clip((_value_noise(rng, h, w, rng.uniform(16, 48)) - rng.uniform(0.45, 0.7)) * 3, 0, 1)
+    cloud_noise = _value_noise(rng, h, w, rng.uniform(16, 48))
+    clouds = np.clip((cloud_noise - rng.uniform(0.45, 0.7)) * 3, 0, 1)
     return _blend(img, np.full(3, 0.95, np.float32), clouds)
 
 
@@ -404,7 +410,7 @@ def _facade(rng, h, w):
     base = _hsv(rng.uniform(0.02, 0.12), rng.uniform(0.05, 0.5), rng.uniform(0.35, 0.85))
     img = base * (0.85 + 0.25 * _value_noise(rng, h, w, 4, octaves=2)[..., None])
     period_x, period_y = rng.uniform(8, 16), rng.uniform(9, 18)
-    windows = (_stripes(rng, h, w, period_x, 0, 0.55) * _stripes(rng, h, w, period_y, np.pi / 2, 0.6))
+    windows = _stripes(rng, h, w, period_x, 0, 0.55) * _stripes(rng, h, w, period_y, np.pi / 2, 0.6)
     glass = _hsv(rng.uniform(0.5, 0.65), rng.uniform(0.1, 0.4), rng.uniform(0.15, 0.5))
     return _blend(img, glass, windows)
 
@@ -464,7 +470,8 @@ def _outdoor_scene(rng, h, w):
         top = h * rng.uniform(0.05, 0.3)
         outline = [(x0, base), (x0 + bw, base), (x0 + bw, top), (x0, top)]
         if rng.random() < 0.3:  # gabled roof
-            outline[2:] = [(x0 + bw, top), (x0 + bw / 2, top - h * rng.uniform(0.05, 0.15)), (x0, top)]
+            ridge = top - h * rng.uniform(0.05, 0.15)
+            outline[2:] = [(x0 + bw, top), (x0 + bw / 2, ridge), (x0, top)]
         _paint(img, seg, _poly_mask(h, w, outline), _facade(rng, h, w), BUILDING)
     for _ in range(int(rng.integers(0, 4))):
         cx, r = rng.uniform(0, w), h * rng.uniform(0.06, 0.16)
@@ -496,7 +503,8 @@ def _indoor_scene(rng, h, w):
     for side in ([(0, 0), (x0, y0), (x0, y1), (0, h)], [(w, 0), (x1, y0), (x1, y1), (w, h)]):
         shade = _poly_mask(h, w, side)
         img[shade] *= rng.uniform(0.7, 0.9)
-    ceiling = np.ones((h, w, 3), np.float32) * _hsv(rng.random(), rng.uniform(0, 0.1), rng.uniform(0.85, 1.0))
+    paint = _hsv(rng.random(), rng.uniform(0, 0.1), rng.uniform(0.85, 1.0))
+    ceiling = np.ones((h, w, 3), np.float32) * paint
     ceiling *= 0.9 + 0.1 * np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
     _paint(img, seg, _poly_mask(h, w, [(0, 0), (w, 0), (x1, y0), (x0, y0)]), ceiling, CEILING)
     wood = _hsv(rng.uniform(0.05, 0.1), rng.uniform(0.4, 0.7), rng.uniform(0.3, 0.7))
@@ -504,9 +512,9 @@ def _indoor_scene(rng, h, w):
         floor = _blend(wood, wood * 0.75, _stripes(rng, h, w, rng.uniform(5, 10), np.pi / 2, 0.15))
         floor *= 0.85 + 0.3 * _value_noise(rng, h, w, 3, octaves=2)[..., None]
     else:  # tiles
-        cell = rng.uniform(10, 24)
-        checker = (((_coords(h, w, 0) // cell) + (_coords(h, w, np.pi / 2) // cell)) % 2).astype(np.float32)
-        floor = _blend(_random_color(rng, val=(0.5, 0.95)), _random_color(rng, val=(0.2, 0.6)), checker)
+        checker = _checker(h, w, rng.uniform(10, 24))
+        light, dark = _random_color(rng, val=(0.5, 0.95)), _random_color(rng, val=(0.2, 0.6))
+        floor = _blend(light, dark, checker)
     _paint(img, seg, _poly_mask(h, w, [(0, h), (w, h), (x1, y1), (x0, y1)]), floor, FLOOR)
     if rng.random() < 0.5:  # a window on the back wall (ADE's windowpane: not a demo class)
         wx0 = rng.uniform(x0, (x0 + x1) / 2)

@@ -5,15 +5,20 @@
 Data that is already complete with the same parameters is kept unless --force.
 """
 import argparse
+import importlib.util
 import json
 import os.path as osp
-import sys
 import time
 from collections import Counter
 
-# Runs from a checkout without installing the package.
-sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
-from mmmambaout.datasets.demo_data import DEMO_CLASSES, make_demo_data  # noqa: E402
+# Loaded by path: works from a checkout without installing, and skips the package's
+# __init__ (torch, mmcv ops backend, model registration), which takes seconds to import
+# and which this module (numpy, cv2, pycocotools only) does not need.
+_MODULE_PATH = osp.join(osp.dirname(osp.abspath(__file__)), '..', '..', 'mmmambaout',
+                        'datasets', 'demo_data.py')
+_spec = importlib.util.spec_from_file_location('_mmmambaout_demo_data', _MODULE_PATH)
+demo_data = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(demo_data)
 
 
 def parse_args(argv=None):
@@ -34,7 +39,7 @@ def main(argv=None):
     if not 32 <= args.min_size <= args.max_size:
         raise SystemExit('need 32 <= --min-size <= --max-size')
     start = time.perf_counter()
-    paths = make_demo_data(args.out, kind=args.kind, num_train=args.num_train,
+    paths = demo_data.make_demo_data(args.out, kind=args.kind, num_train=args.num_train,
                            num_val=args.num_val, image_size=(args.min_size, args.max_size),
                            seed=args.seed, force=args.force)
     print(f'demo data ready under {args.out} ({time.perf_counter() - start:.1f} s)')
@@ -45,7 +50,8 @@ def main(argv=None):
                 with open(kind_paths[f'{split}_ann_file']) as f:
                     ann = json.load(f)
                 per_class = Counter(a['category_id'] for a in ann['annotations'])
-                counts = ', '.join(f'{n} {per_class[i + 1]}' for i, n in enumerate(DEMO_CLASSES))
+                counts = ', '.join(f'{name} {per_class[i + 1]}'
+                                   for i, name in enumerate(demo_data.DEMO_CLASSES))
                 print(f'    {split}: {len(ann["images"])} images, '
                       f'{len(ann["annotations"])} instances ({counts})')
 
