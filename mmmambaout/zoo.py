@@ -194,7 +194,8 @@ def _check_file(path: str, expected: Optional[str], source: str, url: Optional[s
     folder, filename = os.path.split(path)
     rec = _read_record(folder).get(filename)
     if expected is None and rec:
-        expected, source = rec['sha256'], f'the hash recorded when it was first fetched ({os.path.join(folder, HASH_RECORD_NAME)})'
+        record = os.path.join(folder, HASH_RECORD_NAME)
+        expected, source = rec['sha256'], f'the hash recorded when it was first fetched ({record})'
     st = os.stat(path)
     if (rec and expected and rec.get('sha256') == expected and rec.get('size') == st.st_size
             and rec.get('mtime_ns') == st.st_mtime_ns):

@@ -1,7 +1,6 @@
 """Model zoo downloads against a real HTTP server on 127.0.0.1 (no mocks)."""
 import hashlib
 import json
-import os
 import socket
 import subprocess
 import sys
