@@ -7,8 +7,9 @@
 * a zoo name such as ``mambaout_tiny_in1k`` (see ``model-index.yml``): its ``Weights``
   URL, downloaded the same way.
 
-Cache folder: ``$MMMAMBAOUT_CACHE`` if set, else ``$TORCH_HOME/checkpoints`` (TORCH_HOME
-defaults to ``~/.cache/torch``), the folder torch.hub uses, so files it fetched are reused.
+Cache folder: ``$MMMAMBAOUT_CACHE`` if set, else ``$TORCH_HOME/hub/checkpoints`` (TORCH_HOME
+defaults to ``~/.cache/torch``): the folder torch.hub and mmengine download into, so files
+they fetched are reused.
 
 Downloads go to ``<file>.part`` and are renamed to ``<file>`` only once complete and
 verified, so the final path never holds a partial file. An interrupted download is
@@ -130,12 +131,12 @@ def get_zoo_entry(name: str, index: Optional[Dict[str, ZooEntry]] = None) -> Zoo
 
 
 def cache_dir() -> str:
-    """``$MMMAMBAOUT_CACHE``, else ``$TORCH_HOME/checkpoints`` (torch.hub's folder)."""
+    """``$MMMAMBAOUT_CACHE``, else ``$TORCH_HOME/hub/checkpoints`` (torch.hub's folder)."""
     if os.environ.get(CACHE_ENV):
         return os.path.expanduser(os.environ[CACHE_ENV])
     torch_home = os.environ.get('TORCH_HOME') or os.path.join(
         os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'), 'torch')
-    return os.path.join(os.path.expanduser(torch_home), 'checkpoints')
+    return os.path.join(os.path.expanduser(torch_home), 'hub', 'checkpoints')
 
 
 def sha256_file(path: str) -> str:
@@ -222,7 +223,7 @@ def _url_filename(url: str) -> str:
 
 def _manual_hint(url: str, path: str) -> str:
     return (f'\nIf this machine is offline, download {url} elsewhere and place the file at\n'
-            f'    {path}\n(cache folder: ${CACHE_ENV} if set, else $TORCH_HOME/checkpoints).')
+            f'    {path}\n(cache folder: ${CACHE_ENV} if set, else $TORCH_HOME/hub/checkpoints).')
 
 
 class _Incomplete(Exception):

@@ -1,6 +1,7 @@
 """Model zoo downloads against a real HTTP server on 127.0.0.1 (no mocks)."""
 import hashlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -191,7 +192,9 @@ def test_concurrent_downloads_fetch_once(server, cache):
 def test_cache_dir_env(tmp_path, monkeypatch):
     monkeypatch.delenv('MMMAMBAOUT_CACHE', raising=False)
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'th'))
-    assert zoo.cache_dir() == str(tmp_path / 'th' / 'checkpoints')
+    assert zoo.cache_dir() == str(tmp_path / 'th' / 'hub' / 'checkpoints')
+    import torch.hub  # the same folder torch.hub (and mmengine's URL loading) uses
+    assert zoo.cache_dir() == os.path.join(torch.hub.get_dir(), 'checkpoints')
     monkeypatch.setenv('MMMAMBAOUT_CACHE', str(tmp_path / 'ours'))
     assert zoo.cache_dir() == str(tmp_path / 'ours')
 
@@ -201,7 +204,7 @@ def test_torch_home_download(server, tmp_path, monkeypatch):
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'th'))
     server.files['t.pth'] = PAYLOAD
     path = resolve_checkpoint(f'{server.url}/files/t.pth', progress=False)
-    assert path == str(tmp_path / 'th' / 'checkpoints' / 't.pth')
+    assert path == str(tmp_path / 'th' / 'hub' / 'checkpoints' / 't.pth')
 
 
 def _write_index(tmp_path, url, sha256=None):

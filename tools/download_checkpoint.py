@@ -5,8 +5,8 @@
     python tools/download_checkpoint.py https://.../file.pth --sha256 HEX --dest ckpts/
     python tools/download_checkpoint.py --list
 
-Cache: $MMMAMBAOUT_CACHE, else $TORCH_HOME/checkpoints (torch.hub's folder). An interrupted
-download is resumed on the next run. Prints the local path on stdout.
+Cache: $MMMAMBAOUT_CACHE, else $TORCH_HOME/hub/checkpoints (torch.hub's folder). An
+interrupted download is resumed on the next run. Prints the local path on stdout.
 """
 import argparse
 import os
