@@ -93,3 +93,11 @@ def test_truncated_checkpoint_gives_clear_error(tmp_path, kind):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match='download_checkpoint.py'):
         load_checkpoint_file(tmp_path / 'nothere.pth')
+
+
+def test_zoo_name_as_checkpoint(tmp_path, monkeypatch):
+    """What a config's ``init_cfg=dict(type='Pretrained', checkpoint='mambaout_femto_in1k')``
+    reaches: the zoo entry's file in the cache (here placed by hand, as when offline)."""
+    monkeypatch.setenv('MMMAMBAOUT_CACHE', str(tmp_path))
+    torch.save({'w': torch.ones(2)}, tmp_path / 'mambaout_femto.pth')
+    assert torch.equal(load_checkpoint_file('mambaout_femto_in1k')['w'], torch.ones(2))
