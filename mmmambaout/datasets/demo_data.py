@@ -97,6 +97,8 @@ def _publish(build, data_root, params, force):
         build(tmp)
         with open(osp.join(tmp, READY_MARKER), 'w') as f:
             json.dump(params, f, sort_keys=True)
+        if not force and _read_marker(data_root) == params:
+            return  # another process (e.g. a second rank) published the same data meanwhile
         # Remove the marker first: a crash mid-rmtree must not leave a "complete" tree.
         if osp.exists(osp.join(data_root, READY_MARKER)):
             os.remove(osp.join(data_root, READY_MARKER))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from mmmambaout.datasets import demo_data
 from mmmambaout.datasets.demo_data import (DEMO_ADE_METAINFO, DEMO_CLASSES, DEMO_METAINFO,
@@ -117,6 +118,19 @@ def test_coco_annotations_are_exact_visible_masks(demo_root):
     assert occluded > 0
     areas = np.array([a['area'] for a in coco.anns.values()])
     assert (areas < 32 ** 2).any() and (areas > 64 ** 2).any() and areas.min() >= 40
+
+
+def test_ground_truth_as_predictions_scores_full_ap(demo_root):
+    coco = COCO(osp.join(demo_root, 'coco/annotations/instances_val2017.json'))
+    results = [dict(image_id=a['image_id'], category_id=a['category_id'], bbox=a['bbox'],
+                    segmentation=mask_utils.encode(np.asfortranarray(coco.annToMask(a))),
+                    score=1.0) for a in coco.anns.values()]
+    for iou_type in ('bbox', 'segm'):
+        evaluator = COCOeval(coco, coco.loadRes(results), iou_type)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+        assert evaluator.stats[0] == pytest.approx(1.0)  # AP@[.5:.95]
 
 
 def test_coco_loads_in_mmdet_without_warnings(demo_root):
