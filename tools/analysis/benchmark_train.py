@@ -1,0 +1,175 @@
+"""Time the training step of detection / segmentation configs side by side on one device.
+
+Synthetic inputs (no data loader): random images with ``--objects`` boxes and masks per
+image (detection) or a random label map (segmentation); pretrained init switched off;
+SyncBN reverted to BN. Warm-up iterations, then timed ones; prints s/iter, img/s and
+peak memory per config, with the exact command, device and versions.
+
+Upstream configs are named ``mmdet::path/in/their/configs.py`` or ``mmseg::...``.
+
+Example (the table in README.md):
+    python tools/analysis/benchmark_train.py configs/mask_rcnn_mambaout_t_1x_coco.py \
+        mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py \
+        mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py --amp --iters 50
+"""
+import argparse
+import json
+import os.path as osp
+import platform
+import sys
+import time
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+import mmmambaout  # noqa: E402,F401
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from mmengine.config import Config  # noqa: E402
+
+
+def resolve_config(name):
+    if '::' in name:
+        pkg, rel = name.split('::', 1)
+        module = __import__(pkg)
+        name = osp.join(osp.dirname(module.__file__), '.mim', 'configs', rel)
+    return Config.fromfile(name)
+
+
+def strip_pretrained(cfg):
+    """Remove every Pretrained init and `pretrained=` so nothing is downloaded."""
+    if isinstance(cfg, dict):
+        if isinstance(cfg.get('init_cfg'), dict) and cfg['init_cfg'].get('type') == 'Pretrained':
+            cfg['init_cfg'] = None
+        if 'pretrained' in cfg:
+            cfg['pretrained'] = None
+        for v in cfg.values():
+            strip_pretrained(v)
+    elif isinstance(cfg, (list, tuple)):
+        for v in cfg:
+            strip_pretrained(v)
+
+
+def det_batch(batch, size, objects, device, rng):
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+    w, h = size
+    inputs, samples = [], []
+    for i in range(batch):
+        inputs.append(torch.from_numpy(rng.integers(0, 256, (3, h, w), dtype=np.uint8)))
+        xy = rng.uniform(0, 0.7, (objects, 2)) * [w, h]
+        wh = rng.uniform(0.05, 0.3, (objects, 2)) * [w, h]
+        boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+        masks = np.zeros((objects, h, w), np.uint8)
+        for k, (x1, y1, x2, y2) in enumerate(boxes.astype(int)):
+            masks[k, y1:y2, x1:x2] = 1
+        sample = DetDataSample(metainfo=dict(
+            img_id=i, img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w),
+            scale_factor=(1.0, 1.0), flip=False))
+        sample.gt_instances = InstanceData(
+            bboxes=torch.from_numpy(boxes), labels=torch.from_numpy(rng.integers(0, 80, objects)),
+            masks=BitmapMasks(masks, h, w))
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def seg_batch(batch, size, num_classes, device, rng):
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    w, h = size
+    inputs, samples = [], []
+    for _ in range(batch):
+        inputs.append(torch.from_numpy(rng.integers(0, 256, (3, h, w), dtype=np.uint8)))
+        sample = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
+        sample.gt_sem_seg = PixelData(
+            data=torch.from_numpy(rng.integers(0, num_classes, (1, h, w))).long())
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def benchmark(name, args):
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import MODELS, init_default_scope
+    cfg = resolve_config(name)
+    strip_pretrained(cfg.model)
+    scope = cfg.default_scope
+    init_default_scope(scope)
+    __import__(f'{scope}.models')
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model = revert_sync_batchnorm(model).to(args.device).train()
+    optim_cfg = cfg.optim_wrapper.copy()
+    if args.amp:
+        optim_cfg.update(type='AmpOptimWrapper', loss_scale='dynamic')
+    elif optim_cfg.get('type') == 'AmpOptimWrapper':
+        optim_cfg.type = 'OptimWrapper'
+        optim_cfg.pop('loss_scale', None)
+    optim_wrapper = build_optim_wrapper(model, optim_cfg)
+    rng = np.random.default_rng(0)
+    if scope == 'mmdet':
+        data = det_batch(args.batch, args.det_size, args.objects, args.device, rng)
+    else:
+        num_classes = cfg.model.decode_head.num_classes
+        data = seg_batch(args.batch, args.seg_size, num_classes, args.device, rng)
+    cuda = args.device.startswith('cuda')
+    for _ in range(args.warmup):
+        model.train_step(data, optim_wrapper)
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    times, losses = [], []
+    for _ in range(args.iters):
+        t0 = time.perf_counter()
+        log_vars = model.train_step(data, optim_wrapper)
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+        losses.append(float(log_vars['loss']))
+    s_iter = float(np.median(times))
+    return dict(config=name, s_iter=s_iter, img_s=args.batch / s_iter,
+                peak_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else float('nan'),
+                params_m=sum(p.numel() for p in model.parameters()) / 1e6,
+                finite=bool(np.isfinite(losses).all()), last_loss=losses[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('configs', nargs='+')
+    parser.add_argument('--batch', type=int, default=2)
+    parser.add_argument('--iters', type=int, default=50)
+    parser.add_argument('--warmup', type=int, default=10)
+    parser.add_argument('--amp', action='store_true', help='AmpOptimWrapper (fp16, dynamic loss scale)')
+    parser.add_argument('--det-size', type=int, nargs=2, default=(1333, 800), metavar=('W', 'H'))
+    parser.add_argument('--seg-size', type=int, nargs=2, default=(512, 512), metavar=('W', 'H'))
+    parser.add_argument('--objects', type=int, default=8)
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--out', help='also write the results as JSON here')
+    args = parser.parse_args()
+
+    device = torch.cuda.get_device_name() if args.device.startswith('cuda') else platform.processor()
+    import mmdet
+    import mmengine
+    import mmseg
+    print('command: python ' + ' '.join(sys.argv))
+    print(f'device: {device}; torch {torch.__version__} (CUDA {torch.version.cuda}); '
+          f'mmengine {mmengine.__version__}, mmdet {mmdet.__version__}, mmseg {mmseg.__version__}')
+    print(f'batch {args.batch}, {args.warmup} warm-up + {args.iters} timed iterations (median), '
+          f'amp={args.amp}')
+    rows = []
+    print(f'| config | params (M) | s/iter | img/s | peak GiB | losses finite |\n|---|---|---|---|---|---|')
+    for name in args.configs:
+        r = benchmark(name, args)
+        rows.append(r)
+        print(f"| {r['config']} | {r['params_m']:.1f} | {r['s_iter']:.3f} | {r['img_s']:.1f} | "
+              f"{r['peak_gib']:.2f} | {r['finite']} |", flush=True)
+        if args.device.startswith('cuda'):
+            torch.cuda.empty_cache()
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump(dict(command=sys.argv, device=device, torch=torch.__version__, rows=rows), f,
+                      indent=1)
+
+
+if __name__ == '__main__':
+    main()
