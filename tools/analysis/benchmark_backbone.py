@@ -1,0 +1,139 @@
+#!/usr/bin/env python
+"""Time our MambaOut backbone against timm's (same arch, same weights, same input).
+
+Forward + backward of the last-stage features (timm ``forward_features``; ours with
+``out_indices=(3, )``, ``norm_out=False``), both in training mode with drop path 0.
+Runs alternate between the two models so that a shared machine's load hits both alike;
+medians are reported. Examples::
+
+    python tools/analysis/benchmark_backbone.py --arch tiny --size 320 320 --batch 2 --iters 10
+    python tools/analysis/benchmark_backbone.py --arch tiny --size 800 1280 --batch 2 \
+        --device cuda --dtype bf16 --iters 50
+"""
+import argparse
+import platform
+import shlex
+import statistics
+import sys
+import time
+
+import torch
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description='MambaOut backbone: ours vs timm, fwd+bwd')
+    p.add_argument('--arch', default='tiny', choices=['femto', 'kobe', 'tiny', 'small', 'base'])
+    p.add_argument('--size', type=int, nargs=2, default=(320, 320), metavar=('H', 'W'))
+    p.add_argument('--batch', type=int, default=2)
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--dtype', default='fp32', choices=['fp32', 'bf16', 'fp16'],
+                   help='bf16/fp16: autocast (AMP), weights stay fp32')
+    p.add_argument('--compile', action='store_true',
+                   help='torch.compile every block of both models')
+    p.add_argument('--iters', type=int, default=10, help='timed iterations per model')
+    p.add_argument('--warmup', type=int, default=3)
+    p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    return p.parse_args(argv)
+
+
+def build_models(arch, device):
+    import timm
+
+    from mmmambaout.models.backbones.mambaout import MambaOut, checkpoint_filter_fn
+    ref = timm.create_model(f'mambaout_{arch}', num_classes=0)
+    ours = MambaOut(arch, out_indices=(3, ), norm_out=False)
+    ours.init_weights()
+    state = {k: v for k, v in checkpoint_filter_fn(ref.state_dict()).items()
+             if not k.startswith('head.')}
+    ours.load_state_dict(state)
+    return ours.to(device).train(), ref.to(device).train()
+
+
+def blocks_of(model):
+    return [b for s in model.stages for b in s.blocks]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    cuda = device.type == 'cuda'
+    amp_dtype = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[args.dtype]
+
+    import mmengine
+    import timm
+    print('command:', shlex.join([sys.executable] + sys.argv))
+    name = torch.cuda.get_device_name(device) if cuda else (platform.processor() or
+                                                            platform.machine())
+    print(f'device: {device} ({name}), torch {torch.__version__}, timm {timm.__version__}, '
+          f'mmengine {mmengine.__version__}, python {platform.python_version()}, '
+          f'threads {torch.get_num_threads()}')
+    if cuda:
+        print(f'cuda {torch.version.cuda}, cudnn {torch.backends.cudnn.version()}')
+
+    torch.manual_seed(0)
+    ours, ref = build_models(args.arch, device)
+    if args.compile:
+        for b in blocks_of(ours) + blocks_of(ref):
+            b.compile()
+    x = torch.randn(args.batch, 3, *args.size, device=device)
+
+    def step(model, is_ours):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            y = model(x)[-1] if is_ours else model.forward_features(x)
+        y.float().mean().backward()
+        return y
+
+    # same math check before timing (fp32 reference tolerance, looser under AMP)
+    with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype,
+                                         enabled=amp_dtype is not None):
+        diff = (ours(x)[-1].float() - ref.forward_features(x).permute(0, 3, 1, 2).float())
+    print(f'max |ours - timm| on the features: {diff.abs().max().item():.3g}')
+
+    def timed(model, is_ours):
+        if cuda:
+            torch.cuda.synchronize(device)
+        t, c = time.perf_counter(), time.process_time()
+        step(model, is_ours)
+        if cuda:
+            torch.cuda.synchronize(device)
+        cpu_times[is_ours].append((time.process_time() - c) * 1000)
+        return (time.perf_counter() - t) * 1000
+
+    cpu_times = {True: [], False: []}
+
+    for _ in range(args.warmup):
+        timed(ours, True)
+        timed(ref, False)
+    times = {True: [], False: []}
+    cpu_times = {True: [], False: []}  # process CPU time: steadier than wall on a busy host
+    for _ in range(args.iters):
+        for is_ours, model in ((True, ours), (False, ref)):
+            times[is_ours].append(timed(model, is_ours))
+    cpu_med = {k: statistics.median(v) for k, v in cpu_times.items()}
+    peak = {}
+    for is_ours, model in ((True, ours), (False, ref)):
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+            timed(model, is_ours)
+            peak[is_ours] = torch.cuda.max_memory_allocated(device) / 2**20
+    med_ours, med_ref = statistics.median(times[True]), statistics.median(times[False])
+    print(f'arch {args.arch}, input {args.batch}x3x{args.size[0]}x{args.size[1]}, '
+          f'dtype {args.dtype}, compile {args.compile}, iters {args.iters} '
+          f'(warmup {args.warmup}), forward+backward, median ms:')
+    for label, is_ours, med in (('ours', True, med_ours), ('timm', False, med_ref)):
+        mem = (f'{peak[is_ours]:.0f} MiB peak' if cuda else
+               f'process CPU time {cpu_med[is_ours]:.0f} ms; peak memory n/a on CPU')
+        print(f'  {label:5s} {med:9.2f} ms  (min {min(times[is_ours]):.2f}, '
+              f'max {max(times[is_ours]):.2f})  {mem}')
+    print(f'speed-up (timm / ours): {med_ref / med_ours:.3f}x')
+    if not cuda:
+        print(f'speed-up by process CPU time: {cpu_med[False] / cpu_med[True]:.3f}x')
+    return med_ours, med_ref
+
+
+if __name__ == '__main__':
+    main()
