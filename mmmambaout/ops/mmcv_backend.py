@@ -39,13 +39,17 @@ def _compute_dtype(t):
     return torch.promote_types(t.dtype, torch.float32)
 
 
+def _torchvision_ops():
+    import torchvision  # noqa: F401  (registers torch.ops.torchvision; imported late: ~1 s)
+    return torch.ops.torchvision
+
+
 def nms(boxes, scores, iou_threshold, offset):
     """Greedy NMS; indices of kept boxes in descending score order (mmcv's ``nms``).
 
     ``offset`` 1 measures widths as ``x2 - x1 + 1``: shifting x2, y2 by +1 gives exactly
     that width, height, area and intersection, so torchvision's kernel can do the rest.
     """
-    from torchvision.ops import nms as tv_nms
     # Sort here, stably, and hand torchvision strictly decreasing ranks: equal scores
     # then resolve to the lower index on every device (CUDA sorts are not stable).
     order = scores.argsort(descending=True, stable=True)
@@ -53,7 +57,11 @@ def nms(boxes, scores, iou_threshold, offset):
     if offset:
         b = b + b.new_tensor([0, 0, offset, offset])
     ranks = torch.arange(len(b), 0, -1, dtype=b.dtype, device=b.device)
-    return order[tv_nms(b, ranks, float(iou_threshold))]
+    # mmcv compares the IoU with a float threshold, so an IoU that rounds to the
+    # threshold (33/110 vs 0.3) is kept; torchvision compares with a double and would
+    # suppress it, unless handed the threshold already rounded to the working precision
+    threshold = torch.tensor(iou_threshold, dtype=b.dtype).item()
+    return order[_torchvision_ops().nms(b, ranks, threshold)]
 
 
 def _check_avg_pool(pool_mode):
@@ -71,19 +79,18 @@ def roi_align_forward(input, rois, output, argmax_y, argmax_x, aligned_height,
     (batch_idx, x1, y1, x2, y2). torchvision's kernel has mmcv's sampling grid (adaptive
     ``ceil(roi_size / bin_count)`` for sampling_ratio 0) and pixel models (-0.5 shift
     when aligned, RoI size clamped to >= 1 when not)."""
-    from torchvision.ops import roi_align
     _check_avg_pool(pool_mode)
-    output.copy_(roi_align(input, rois.to(input.dtype), (aligned_height, aligned_width),
-                           spatial_scale, sampling_ratio, aligned))
+    output.copy_(_torchvision_ops().roi_align(
+        input, rois.to(input.dtype), spatial_scale, aligned_height, aligned_width,
+        sampling_ratio, aligned))
 
 
 def roi_align_backward(grad_output, rois, argmax_y, argmax_x, grad_input, aligned_height,
                        aligned_width, spatial_scale, sampling_ratio, pool_mode, aligned):
     """Gradient of :func:`roi_align_forward` w.r.t. its input, into ``grad_input``."""
-    import torchvision  # noqa: F401  (registers torch.ops.torchvision)
     _check_avg_pool(pool_mode)
     n, c, h, w = grad_input.shape
-    grad_input.copy_(torch.ops.torchvision._roi_align_backward(
+    grad_input.copy_(_torchvision_ops()._roi_align_backward(
         grad_output, rois.to(grad_output.dtype), spatial_scale, aligned_height,
         aligned_width, n, c, h, w, sampling_ratio, aligned))
 

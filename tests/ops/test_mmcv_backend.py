@@ -179,6 +179,14 @@ def test_nms_offset_one_is_plus_one_width():
     assert mmcv.ops.nms(boxes, scores, 0.15, offset=1)[1].tolist() == [0, 1]
 
 
+def test_nms_iou_equal_to_threshold_is_kept():
+    # IoU 33/110 = 0.3 exactly: not above the threshold, in float32 as in float64
+    boxes = torch.tensor([[50., 23, 53, 39], [48, 15, 53, 34]])
+    for dtype in (torch.float32, torch.float64):
+        assert mmcv.ops.nms(boxes.to(dtype), torch.tensor([0.9, 0.8]).to(dtype),
+                            0.3)[1].tolist() == [0, 1]
+
+
 def test_nms_edge_cases():
     dets, inds = mmcv.ops.nms(torch.zeros(0, 4), torch.zeros(0), 0.5)
     assert dets.shape == (0, 5) and inds.shape == (0,) and inds.dtype == torch.long
