@@ -3,10 +3,11 @@
 Tolerances (relative L2 error ||x - ref|| / ||ref|| against a float64 recurrence):
 * float32 inputs: 1e-5 for outputs, last state and every gradient (measured ~1e-7);
 * bfloat16 / float16 inputs: the recurrence runs on the same rounded inputs, so only the
-  final cast to the input dtype differs: 1e-2 for outputs and gradients (bf16 has an
-  8-bit mantissa: rounding is ~4e-3);
+  casts to and from the input dtype (out, its gradient, the input gradients) differ:
+  1e-2 on CPU, 2e-2 on CUDA's smaller-sample cases such as L = 1 (bf16 has an 8-bit
+  mantissa: one rounding is up to 3.9e-3);
 * CUDA Triton vs the float64 recurrence: 1e-4 in float32 (exp2 and a different
-  association order), 1e-2 in half precision.
+  association order), 2e-2 in half precision.
 CUDA-only cases skip on machines without CUDA; every CPU case always runs.
 """
 import math
@@ -61,9 +62,12 @@ def make_inputs(batch=2, dim=6, N=4, L=19, groups=None, dtype=torch.float32, dev
         return (torch.randn(*shape, generator=g) * scale).to(device)
 
     bshape = (batch, N, L) if groups is None else (batch, groups, N, L)
+    delta = rnd(batch, dim, L, scale=0.5) * delta_scale
+    if not optional:  # no softplus: keep delta positive so that the state decays
+        delta = delta.abs()
     args = dict(
         u=rnd(batch, dim, L).to(dtype),
-        delta=(rnd(batch, dim, L, scale=0.5) * delta_scale).to(dtype),
+        delta=delta.to(dtype),
         # Mamba's S4D-real init: A = -(1..N), with some spread per channel
         A=-(torch.arange(1, N + 1).float().repeat(dim, 1)
             * torch.rand(dim, 1, generator=g) * 2).to(device),
@@ -74,9 +78,12 @@ def make_inputs(batch=2, dim=6, N=4, L=19, groups=None, dtype=torch.float32, dev
 
 
 def rel_err(x, ref):
+    """||x - ref|| / ||ref||; where ref is exactly zero (dA at L = 1: h_{-1} = 0), the
+    absolute error ||x|| instead (inputs are O(1))."""
     x, ref = x.double(), ref.double()
     assert torch.isfinite(x).all(), 'non-finite values'
-    return ((x - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+    scale = ref.norm()
+    return ((x - ref).norm() / (scale if scale > 0 else 1.0)).item()
 
 
 def run_and_grads(fn, args, softplus, seed=1):
@@ -253,8 +260,8 @@ def cuda_inputs(dtype, groups=None, L=300, dim=24, N=16, optional=True, seed=0):
 
 @needs_cuda
 @pytest.mark.parametrize('backend', ['triton', 'reference'])
-@pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-4), (torch.float16, 1e-2),
-                                       (torch.bfloat16, 1e-2)])
+@pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-4), (torch.float16, 2e-2),
+                                       (torch.bfloat16, 2e-2)])
 @pytest.mark.parametrize('L,groups', [(1, None), (300, None), (257, 2), (64, None)])
 def test_cuda_backend_matches_recurrence(backend, dtype, tol, L, groups):
     if backend not in available_backends('cuda'):

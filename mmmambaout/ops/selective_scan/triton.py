@@ -1,0 +1,304 @@
+"""Triton forward and backward of the selective scan (CUDA).
+
+One program handles ``BLOCK_D`` channels of one batch element and all N states, and
+walks the sequence in chunks of ``BLOCK_L`` steps. Inside a chunk, the recurrence
+``h_t = exp(delta'_t A) h_{t-1} + delta'_t B_t u_t`` is a parallel associative scan
+over the affine maps ``(a, b)`` along the chunk (``tl.associative_scan``); the state
+entering the chunk is carried in registers. Only products of decays ``<= 1`` are
+formed, so large ``delta`` underflows to 0 and never gives NaN. The state and all
+arithmetic are float32; inputs may be float32, float16 or bfloat16.
+
+The forward writes the state at the end of every chunk (batch, dim, chunks, N) for
+the backward, which walks the chunks in reverse, recomputes each chunk's states from
+the saved one, and solves the adjoint recurrence
+``g_t = C_t dy_t + exp(delta'_{t+1} A) g_{t+1}`` with a reverse scan. Gradients of B
+and C are reduced over the channels of a program and added atomically (float32);
+those of A, D and delta_bias are reduced per batch element and summed afterwards.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ['selective_scan_triton', 'FWD_CONFIG', 'BWD_CONFIG', 'BLOCK_L']
+
+LOG2E = 1.4426950408889634
+
+#: launch parameters (tuned on an H100 at Vim-S shapes; see docs/selective_scan.md)
+BLOCK_L = 32
+FWD_CONFIG = dict(BLOCK_D=2, num_warps=2)
+BWD_CONFIG = dict(BLOCK_D=1, num_warps=4)
+
+
+@triton.jit
+def _affine_combine(a1, b1, a2, b2):
+    # compose h -> a1 h + b1, then h -> a2 h + b2
+    return a1 * a2, a2 * b1 + b2
+
+
+@triton.jit
+def _softplus(x):
+    return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(x)), x)
+
+
+@triton.jit
+def _load_delta(delta_ptr, offs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """delta' (zero where masked) and delta + bias."""
+    raw = tl.load(delta_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        raw = raw + bias[:, None]
+    dt = raw
+    if SOFTPLUS:
+        dt = _softplus(raw)
+    return tl.where(mask, dt, 0.0), raw
+
+
+@triton.jit
+def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
+                out_ptr, states_ptr,
+                dim, L, H, G, N, n_chunks,
+                HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                SOFTPLUS: tl.constexpr,
+                BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
+    pid_d = tl.program_id(0)
+    pid_b = tl.program_id(1).to(tl.int64)
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_l = tl.arange(0, BLOCK_L)
+    mask_d = offs_d < dim
+    mask_n = offs_n < N
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    grp = (pid_d * BLOCK_D) // H
+
+    A2 = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn,
+                 other=0.0).to(tl.float32) * 1.4426950408889634
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    bias = tl.zeros((BLOCK_D,), tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+
+    row = pid_b * dim * L + offs_d[:, None] * L  # (BLOCK_D, 1)
+    bc_row = (pid_b * G + grp) * N * L + offs_n[:, None] * L  # (BLOCK_N, 1)
+    st_row = ((pid_b * dim + offs_d[:, None]) * n_chunks) * N + offs_n[None, :]
+    is_last = (offs_l == BLOCK_L - 1)[None, None, :]
+
+    h = tl.zeros((BLOCK_D, BLOCK_N), tl.float32)
+    for c in range(0, n_chunks):
+        l = c * BLOCK_L + offs_l
+        ml = l < L
+        m2 = mask_d[:, None] & ml[None, :]
+        mbc = mask_n[:, None] & ml[None, :]
+        u = tl.load(u_ptr + row + l[None, :], mask=m2, other=0.0).to(tl.float32)
+        dt, _ = _load_delta(delta_ptr, row + l[None, :], m2, bias, HAS_BIAS, SOFTPLUS)
+        Bt = tl.load(B_ptr + bc_row + l[None, :], mask=mbc, other=0.0).to(tl.float32)
+        Ct = tl.load(C_ptr + bc_row + l[None, :], mask=mbc, other=0.0).to(tl.float32)
+
+        dA = tl.exp2(dt[:, None, :] * A2[:, :, None])
+        dBu = (dt * u)[:, None, :] * Bt[None, :, :]
+        P, hs = tl.associative_scan((dA, dBu), 2, _affine_combine)
+        hs = hs + P * h[:, :, None]
+        y = tl.sum(hs * Ct[None, :, :], axis=1)
+        # padded steps have decay 1 and input 0: the last column is the chunk's end state
+        h = tl.sum(tl.where(is_last, hs, 0.0), axis=2)
+        tl.store(states_ptr + st_row + c * N, h, mask=mask_dn)
+
+        if HAS_D:
+            y += Dv[:, None] * u
+        if HAS_Z:
+            z = tl.load(z_ptr + row + l[None, :], mask=m2, other=0.0).to(tl.float32)
+            y = y * z * tl.sigmoid(z)
+        tl.store(out_ptr + row + l[None, :], y.to(out_ptr.dtype.element_ty), mask=m2)
+
+
+@triton.jit
+def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, states_ptr,
+                dout_ptr, dlast_ptr,
+                du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+                dim, L, H, G, N, n_chunks,
+                HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr,
+                BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
+    pid_d = tl.program_id(0)
+    pid_b = tl.program_id(1).to(tl.int64)
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_l = tl.arange(0, BLOCK_L)
+    mask_d = offs_d < dim
+    mask_n = offs_n < N
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    grp = (pid_d * BLOCK_D) // H
+
+    A = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn,
+                other=0.0).to(tl.float32)
+    A2 = A * 1.4426950408889634
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    bias = tl.zeros((BLOCK_D,), tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+
+    row = pid_b * dim * L + offs_d[:, None] * L
+    bc_row = (pid_b * G + grp) * N * L + offs_n[:, None] * L
+    st_row = ((pid_b * dim + offs_d[:, None]) * n_chunks) * N + offs_n[None, :]
+    dn_off = (pid_b * dim + offs_d[:, None]) * N + offs_n[None, :]
+    is_first = (offs_l == 0)[None, None, :]
+
+    if HAS_DLAST:
+        gcarry = tl.load(dlast_ptr + dn_off, mask=mask_dn, other=0.0).to(tl.float32)
+    else:
+        gcarry = tl.zeros((BLOCK_D, BLOCK_N), tl.float32)
+    dA_acc = tl.zeros((BLOCK_D, BLOCK_N, BLOCK_L), tl.float32)  # reduced over L at the end
+    dD_acc = tl.zeros((BLOCK_D,), tl.float32)
+    dbias_acc = tl.zeros((BLOCK_D,), tl.float32)
+
+    for i in range(0, n_chunks):
+        c = n_chunks - 1 - i
+        l = c * BLOCK_L + offs_l
+        ml = l < L
+        m2 = mask_d[:, None] & ml[None, :]
+        mbc = mask_n[:, None] & ml[None, :]
+        h0 = tl.load(states_ptr + st_row + (c - 1) * N, mask=mask_dn & (c > 0), other=0.0)
+        u = tl.load(u_ptr + row + l[None, :], mask=m2, other=0.0).to(tl.float32)
+        dt, raw = _load_delta(delta_ptr, row + l[None, :], m2, bias, HAS_BIAS, SOFTPLUS)
+        Bt = tl.load(B_ptr + bc_row + l[None, :], mask=mbc, other=0.0).to(tl.float32)
+        Ct = tl.load(C_ptr + bc_row + l[None, :], mask=mbc, other=0.0).to(tl.float32)
+
+        # recompute the chunk's states
+        dA = tl.exp2(dt[:, None, :] * A2[:, :, None])
+        dtu = dt * u
+        dBu = dtu[:, None, :] * Bt[None, :, :]
+        P, hs = tl.associative_scan((dA, dBu), 2, _affine_combine)
+        hs = hs + P * h0[:, :, None]
+
+        dy = tl.load(dout_ptr + row + l[None, :], mask=m2, other=0.0).to(tl.float32)
+        if HAS_Z:
+            y = tl.sum(hs * Ct[None, :, :], axis=1)
+            if HAS_D:
+                y += Dv[:, None] * u
+            z = tl.load(z_ptr + row + l[None, :], mask=m2, other=0.0).to(tl.float32)
+            sig = tl.sigmoid(z)
+            dz = dy * y * sig * (1.0 + z * (1.0 - sig))
+            tl.store(dz_ptr + row + l[None, :], dz.to(dz_ptr.dtype.element_ty), mask=m2)
+            dy = dy * z * sig
+        if HAS_D:
+            dD_acc += tl.sum(dy * u, axis=1)
+            du = dy * Dv[:, None]
+        else:
+            du = tl.zeros((BLOCK_D, BLOCK_L), tl.float32)
+
+        # adjoint: g_t = C_t dy_t + exp(delta'_{t+1} A) g_{t+1}; g after the chunk = gcarry
+        ln = l + 1
+        mnext = mask_d[:, None] & (ln < L)[None, :]
+        dt_next, _ = _load_delta(delta_ptr, row + ln[None, :], mnext, bias, HAS_BIAS, SOFTPLUS)
+        a_next = tl.exp2(dt_next[:, None, :] * A2[:, :, None])
+        beta = dy[:, None, :] * Ct[None, :, :]
+        Pr, g = tl.associative_scan((a_next, beta), 2, _affine_combine, reverse=True)
+        g = g + Pr * gcarry[:, :, None]
+        gcarry = tl.sum(tl.where(is_first, g, 0.0), axis=2)
+
+        # d(delta' A)_t = g_t exp(delta'_t A) h_{t-1} = g_t (h_t - delta'_t B_t u_t)
+        term = g * (hs - dBu)
+        gB = tl.sum(g * Bt[None, :, :], axis=1)
+        ddt = tl.sum(term * A[:, :, None], axis=1) + gB * u
+        dA_acc += term * dt[:, None, :]
+        du += gB * dt
+        tl.atomic_add(dB_ptr + bc_row + l[None, :], tl.sum(g * dtu[:, None, :], axis=0), mask=mbc)
+        tl.atomic_add(dC_ptr + bc_row + l[None, :], tl.sum(hs * dy[:, None, :], axis=0), mask=mbc)
+        if SOFTPLUS:
+            ddt = ddt * tl.sigmoid(raw)
+        ddt = tl.where(m2, ddt, 0.0)
+        dbias_acc += tl.sum(ddt, axis=1)
+        tl.store(ddelta_ptr + row + l[None, :], ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
+        tl.store(du_ptr + row + l[None, :], du.to(du_ptr.dtype.element_ty), mask=m2)
+
+    tl.store(dA_ptr + dn_off, tl.sum(dA_acc, axis=2), mask=mask_dn)
+    if HAS_D:
+        tl.store(dD_ptr + pid_b * dim + offs_d, dD_acc, mask=mask_d)
+    if HAS_BIAS:
+        tl.store(dbias_ptr + pid_b * dim + offs_d, dbias_acc, mask=mask_d)
+
+
+def _block_d(requested: int, H: int) -> int:
+    """Largest power of two <= requested that divides the group size H."""
+    b = max(1, int(requested))
+    while b > 1 and H % b:
+        b //= 2
+    return b
+
+
+class _SelectiveScanTriton(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
+        D = D.contiguous() if D is not None else None
+        z = z.contiguous() if z is not None else None
+        delta_bias = delta_bias.contiguous() if delta_bias is not None else None
+        batch, dim, L = u.shape
+        G, N = B.shape[1], B.shape[2]
+        H = dim // G
+        block_n = max(triton.next_power_of_2(N), 2)
+        n_chunks = triton.cdiv(L, BLOCK_L)
+        out = torch.empty_like(u)
+        states = torch.empty((batch, dim, n_chunks, N), device=u.device, dtype=torch.float32)
+        bd = _block_d(FWD_CONFIG['BLOCK_D'], H)
+        grid = (triton.cdiv(dim, bd), batch)
+        _fwd_kernel[grid](
+            u, delta, A, B, C, D if D is not None else u, z if z is not None else u,
+            delta_bias if delta_bias is not None else u, out, states,
+            dim, L, H, G, N, n_chunks,
+            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+            SOFTPLUS=bool(delta_softplus), BLOCK_D=bd, BLOCK_N=block_n, BLOCK_L=BLOCK_L,
+            num_warps=FWD_CONFIG['num_warps'])
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states)
+        ctx.delta_softplus = bool(delta_softplus)
+        ctx.set_materialize_grads(False)
+        last_state = states[:, :, -1].clone()
+        return out, last_state
+
+    @staticmethod
+    def backward(ctx, dout, dlast):
+        u, delta, A, B, C, D, z, delta_bias, states = ctx.saved_tensors
+        batch, dim, L = u.shape
+        G, N = B.shape[1], B.shape[2]
+        H = dim // G
+        n_chunks = states.shape[2]
+        block_n = max(triton.next_power_of_2(N), 2)
+        dout = dout.contiguous() if dout is not None else torch.zeros_like(u)
+        dlast = dlast.contiguous() if dlast is not None else None
+        f32 = dict(device=u.device, dtype=torch.float32)
+        du = torch.empty_like(u)
+        ddelta = torch.empty_like(delta)
+        dz = torch.empty_like(z) if z is not None else None
+        dA = torch.empty((batch, dim, N), **f32)
+        dB = torch.zeros(B.shape, **f32)
+        dC = torch.zeros(C.shape, **f32)
+        dD = torch.empty((batch, dim), **f32) if D is not None else None
+        dbias = torch.empty((batch, dim), **f32) if delta_bias is not None else None
+        bd = _block_d(BWD_CONFIG['BLOCK_D'], H)
+        grid = (triton.cdiv(dim, bd), batch)
+        _bwd_kernel[grid](
+            u, delta, A, B, C, D if D is not None else u, z if z is not None else u,
+            delta_bias if delta_bias is not None else u, states, dout,
+            dlast if dlast is not None else u,
+            du, ddelta, dz if dz is not None else du, dA, dB, dC,
+            dD if dD is not None else dA, dbias if dbias is not None else dA,
+            dim, L, H, G, N, n_chunks,
+            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+            SOFTPLUS=ctx.delta_softplus, HAS_DLAST=dlast is not None,
+            BLOCK_D=bd, BLOCK_N=block_n, BLOCK_L=BLOCK_L, num_warps=BWD_CONFIG['num_warps'])
+        return (du, ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+                dD.sum(0).to(D.dtype) if D is not None else None, dz,
+                dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else None, None)
+
+
+def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                          delta_softplus=False, return_last_state=False):
+    """Selective scan with the Triton kernels; B and C grouped (batch, G, N, L)."""
+    if A.is_complex():
+        raise NotImplementedError('complex A is not supported')
+    out, last_state = _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias,
+                                                 delta_softplus)
+    return (out, last_state) if return_last_state else out

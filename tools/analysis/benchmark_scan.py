@@ -1,0 +1,292 @@
+"""Benchmark the selective-scan backends at Vim shapes.
+
+For each backend (mamba_ssm's CUDA kernel when importable, Triton, the chunked PyTorch
+reference, and a naive sequential loop that materialises (batch, dim, L, N) like
+mamba_ssm's own ``selective_scan_ref``), each sequence length and input dtype: the
+median time of the forward and of forward+backward, the peak memory of
+forward+backward (total, inputs included, and above the inputs), and the memory
+roofline beside it: the bytes that must be read and written once, over the card's
+bandwidth (measured with a device-to-device copy, bytes read plus written).
+
+Default shapes are Vim-S at detection resolution (batch 2, dim 768, N 16, L 4000) and
+at ImageNet resolution (L 197), with softplus, z, D and delta_bias.
+
+    python tools/analysis/benchmark_scan.py                      # CUDA, all backends
+    python tools/analysis/benchmark_scan.py --sweep              # Triton launch configs
+    python tools/analysis/benchmark_scan.py --device cpu --lengths 197 --dtypes fp32
+"""
+import argparse
+import json
+import math
+import platform
+import shlex
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from mmmambaout.ops.selective_scan import BACKENDS, available_backends, selective_scan
+
+DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+def naive_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state=False):
+    """The sequential recurrence over (batch, dim, L, N) tensors, as upstream's reference."""
+    dtype = u.dtype
+    u, delta, B, C = u.float(), delta.float() + delta_bias[:, None], B.float(), C.float()
+    if delta_softplus:
+        delta = F.softplus(delta)
+    batch, dim, L = u.shape
+    G = B.shape[1]
+    B = B.repeat_interleave(dim // G, dim=1)
+    C = C.repeat_interleave(dim // G, dim=1)
+    dA = torch.exp(delta[..., None] * A[:, None, :])  # (b, d, L, N)
+    dBu = (delta * u)[..., None] * B.transpose(-1, -2)
+    h = u.new_zeros(batch, dim, A.shape[1])
+    ys = []
+    for t in range(L):
+        h = dA[:, :, t] * h + dBu[:, :, t]
+        ys.append((h * C[:, :, :, t]).sum(-1))
+    out = (torch.stack(ys, -1) + u * D[:, None]) * F.silu(z.float())
+    return out.to(dtype)
+
+
+def make_inputs(batch, dim, N, L, dtype, device, seed=0):
+    g = torch.Generator(device='cpu').manual_seed(seed)
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=g)
+
+    dt = torch.exp(torch.rand(dim, generator=g) * (math.log(0.1) - math.log(1e-3))
+                   + math.log(1e-3))
+    args = dict(
+        u=rnd(batch, dim, L).to(dtype), delta=(rnd(batch, dim, L) * 0.5).to(dtype),
+        A=-torch.arange(1, N + 1, dtype=torch.float32).repeat(dim, 1),
+        B=rnd(batch, 1, N, L).to(dtype), C=rnd(batch, 1, N, L).to(dtype),
+        D=torch.ones(dim), z=rnd(batch, dim, L).to(dtype),
+        delta_bias=dt + torch.log(-torch.expm1(-dt)))  # inverse softplus of dt
+    return {k: v.to(device).requires_grad_() for k, v in args.items()}
+
+
+def roofline_bytes(batch, dim, N, L, dtype, backward):
+    """Bytes read and written once: forward reads u, delta, z, B, C, writes out;
+    the backward also reads dout and writes du, ddelta, dz, dB, dC."""
+    el = torch.finfo(dtype).bits // 8
+    seq, bc = batch * dim * L * el, batch * N * L * el
+    small = (dim * N + 2 * dim) * 4
+    fwd = 4 * seq + 2 * bc + small
+    bwd = 7 * seq + 4 * bc + 2 * small  # reads u, delta, z, dout; writes du, ddelta, dz
+    return fwd + (bwd if backward else 0)
+
+
+def measure_bandwidth(device):
+    if device.type != 'cuda':
+        return None
+    x = torch.empty(256 * 2 ** 20, dtype=torch.float32, device=device)  # 1 GiB
+    y = torch.empty_like(x)
+    t = bench(lambda: y.copy_(x), device, reps=20)
+    return 2 * x.numel() * 4 / (t * 1e-3)
+
+
+def bench(fn, device, reps=None, warmup=3, slow=False):
+    """Median milliseconds of fn(); ``slow``: few plain repetitions, not do_bench."""
+    if slow:
+        warmup = 1
+    elif device.type == 'cuda':
+        try:
+            from triton.testing import do_bench
+            return do_bench(fn, warmup=25, rep=100 if reps is None else 10 * reps,
+                            return_mode='median')
+        except ImportError:
+            pass
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps or 10):
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def run_case(backend, args, device, reps):
+    names = list(args)
+    grad_out = torch.randn_like(args['u'])
+
+    if backend == 'naive':
+        def forward():
+            return naive_scan(**args, delta_softplus=True)
+    else:
+        def forward():
+            return selective_scan(**args, delta_softplus=True, backend=backend)
+
+    def fwd_bwd():
+        for k in names:
+            args[k].grad = None
+        forward().backward(grad_out)
+
+    slow = backend == 'naive'
+    with torch.no_grad():
+        t_fwd = bench(forward, device, reps, slow=slow)
+    t_fb = bench(fwd_bwd, device, reps, slow=slow)
+    peak = above = None
+    if device.type == 'cuda':
+        for k in names:
+            args[k].grad = None
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fwd_bwd()
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated(device)
+        above = peak - base
+    return t_fwd, t_fb, peak, above
+
+
+def header(device):
+    lines = [f'command: {" ".join(shlex.quote(a) for a in [sys.executable] + sys.argv)}',
+             f'python {platform.python_version()}, torch {torch.__version__}']
+    try:
+        import triton
+        lines[-1] += f', triton {triton.__version__}'
+    except ImportError:
+        pass
+    try:
+        import mamba_ssm
+        lines[-1] += f', mamba_ssm {mamba_ssm.__version__}'
+    except Exception:
+        lines[-1] += ', mamba_ssm not importable'
+    if device.type == 'cuda':
+        p = torch.cuda.get_device_properties(device)
+        lines.append(f'card: {p.name}, {p.multi_processor_count} SMs, '
+                     f'{p.total_memory / 2**30:.1f} GiB, CUDA {torch.version.cuda}, '
+                     f'capability {p.major}.{p.minor}')
+    else:
+        lines.append(f'device: cpu ({platform.processor() or platform.machine()}, '
+                     f'{torch.get_num_threads()} threads)')
+    return lines
+
+
+def sweep(args_ns, device, apply_best=False):
+    """Time Triton launch configs at the first length and dtype: the forward config by
+    forward time, then the backward config by forward+backward time, for each chunk
+    length. With ``apply_best``, keep the fastest combination for the table."""
+    from mmmambaout.ops.selective_scan import triton as tri
+    L, dname = args_ns.lengths[0], args_ns.dtypes[0]
+    inputs = make_inputs(args_ns.batch, args_ns.dim, args_ns.N, L, DTYPES[dname], device)
+    rows, best = [], None
+    for bl in (32, 64):
+        tri.BLOCK_L = bl
+        fwd_rows = []
+        for bd in (1, 2, 4):
+            for nw in (1, 2, 4):
+                tri.FWD_CONFIG.update(BLOCK_D=bd, num_warps=nw)
+                with torch.no_grad():
+                    t = bench(lambda: selective_scan(**inputs, delta_softplus=True,
+                                                     backend='triton'), device)
+                fwd_rows.append((t, bd, nw))
+                print(f'L={L} {dname} BLOCK_L={bl} fwd BLOCK_D={bd} warps={nw}: {t:.3f} ms',
+                      flush=True)
+        t_f, fbd, fnw = min(fwd_rows)
+        tri.FWD_CONFIG.update(BLOCK_D=fbd, num_warps=fnw)
+        for bd in (1, 2):
+            for nw in (2, 4, 8):
+                tri.BWD_CONFIG.update(BLOCK_D=bd, num_warps=nw)
+                _, t_fb, _, _ = run_case('triton', inputs, device, None)
+                print(f'L={L} {dname} BLOCK_L={bl} bwd BLOCK_D={bd} warps={nw}: '
+                      f'fwd+bwd {t_fb:.3f} ms', flush=True)
+                row = dict(L=L, dtype=dname, BLOCK_L=bl, fwd=dict(BLOCK_D=fbd, num_warps=fnw),
+                           bwd=dict(BLOCK_D=bd, num_warps=nw), fwd_ms=t_f, fwd_bwd_ms=t_fb)
+                rows.append(row)
+                if best is None or t_fb < best['fwd_bwd_ms']:
+                    best = row
+    print(f'best: {best}', flush=True)
+    if apply_best:
+        tri.BLOCK_L = best['BLOCK_L']
+        tri.FWD_CONFIG.update(best['fwd'])
+        tri.BWD_CONFIG.update(best['bwd'])
+    return rows
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--device', default='cuda')
+    p.add_argument('--batch', type=int, default=2)
+    p.add_argument('--dim', type=int, default=768)
+    p.add_argument('--N', type=int, default=16)
+    p.add_argument('--lengths', type=int, nargs='+', default=[4000, 197])
+    p.add_argument('--dtypes', nargs='+', default=['fp32', 'bf16'], choices=list(DTYPES))
+    p.add_argument('--backends', nargs='+', default=None,
+                   help=f'default: available of {BACKENDS} plus naive')
+    p.add_argument('--naive-max-length', type=int, default=4000,
+                   help='skip the naive loop above this length')
+    p.add_argument('--reps', type=int, default=None, help='timed repetitions (CPU)')
+    p.add_argument('--sweep', action='store_true', help='time Triton launch configs')
+    p.add_argument('--tune', action='store_true',
+                   help='sweep, then run the table with the fastest Triton config')
+    p.add_argument('--naive-dtypes', nargs='+', default=['fp32'],
+                   help='dtypes for which to time the naive loop')
+    p.add_argument('--json', default=None, help='also write the rows to this file')
+    a = p.parse_args()
+    device = torch.device(a.device)
+    for line in header(device):
+        print(line)
+    if a.sweep or a.tune:
+        rows = sweep(a, device, apply_best=a.tune)
+        if a.json:
+            with open(a.json + '.sweep', 'w') as f:
+                json.dump(rows, f, indent=1)
+        if not a.tune:
+            return
+    if 'triton' in available_backends(device):
+        from mmmambaout.ops.selective_scan import triton as tri
+        print(f'triton config: BLOCK_L={tri.BLOCK_L} forward {tri.FWD_CONFIG} '
+              f'backward {tri.BWD_CONFIG}')
+    bw = measure_bandwidth(device)
+    if bw:
+        print(f'measured copy bandwidth: {bw / 1e12:.2f} TB/s (read + write)')
+    backends = a.backends or list(available_backends(device)) + ['naive']
+    rows = []
+    print('| backend | L | dtype | fwd ms | fwd roofline ms | fwd+bwd ms | fwd+bwd roofline ms '
+          '| peak MiB (above inputs) |')
+    print('|---|---|---|---|---|---|---|---|')
+    for L in a.lengths:
+        for dname in a.dtypes:
+            dtype = DTYPES[dname]
+            inputs = make_inputs(a.batch, a.dim, a.N, L, dtype, device)
+            for backend in backends:
+                if backend == 'naive' and (L > a.naive_max_length
+                                           or dname not in a.naive_dtypes):
+                    continue
+                reps = a.reps if backend != 'naive' else (a.reps or 2)
+                try:
+                    t_fwd, t_fb, peak, above = run_case(backend, inputs, device, reps)
+                except Exception as exc:
+                    print(f'| {backend} | {L} | {dname} | failed: {type(exc).__name__}: '
+                          f'{str(exc)[:200]} |||||', flush=True)
+                    continue
+                rf = rb = None
+                if bw:
+                    rf = roofline_bytes(a.batch, a.dim, a.N, L, dtype, False) / bw * 1e3
+                    rb = roofline_bytes(a.batch, a.dim, a.N, L, dtype, True) / bw * 1e3
+                mem = (f'{peak / 2**20:.0f} ({above / 2**20:.0f})' if peak is not None
+                       else 'n/a')
+                fmt = (lambda x: f'{x:.3f}' if x is not None else 'n/a')
+                print(f'| {backend} | {L} | {dname} | {t_fwd:.3f} | {fmt(rf)} | {t_fb:.3f} | '
+                      f'{fmt(rb)} | {mem} |', flush=True)
+                rows.append(dict(backend=backend, L=L, dtype=dname, fwd_ms=t_fwd,
+                                 fwd_roofline_ms=rf, fwd_bwd_ms=t_fb, fwd_bwd_roofline_ms=rb,
+                                 peak_bytes=peak, peak_above_inputs_bytes=above))
+    if a.json:
+        with open(a.json, 'w') as f:
+            json.dump(dict(header=header(device), bandwidth=bw, rows=rows), f, indent=1)
+
+
+if __name__ == '__main__':
+    main()
