@@ -109,8 +109,9 @@ def main(argv=None):
         timed(ref, False)
     times = {True: [], False: []}
     cpu_times = {True: [], False: []}  # process CPU time: steadier than wall on a busy host
-    for _ in range(args.iters):
-        for is_ours, model in ((True, ours), (False, ref)):
+    for it in range(args.iters):
+        pair = ((True, ours), (False, ref))
+        for is_ours, model in (pair if it % 2 == 0 else pair[::-1]):  # no order bias
             times[is_ours].append(timed(model, is_ours))
     cpu_med = {k: statistics.median(v) for k, v in cpu_times.items()}
     peak = {}

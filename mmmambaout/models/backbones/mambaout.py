@@ -1,8 +1,8 @@
 """MambaOut: a Gated CNN backbone for mmdet, mmseg and mmpretrain.
 
 Paper: `MambaOut: Do We Really Need Mamba for Vision?` (Yu & Wang, arXiv 2405.07992).
-Architecture facts follow the official release (yuweihao/MambaOut); see
-``/work/shared/reference/mambaout.md`` style notes in the docstrings below.
+Architecture facts follow the official release (yuweihao/MambaOut) and the paper; the
+weights of the official release and of timm load unchanged (keys converted on the fly).
 
 Layout of this file, top to bottom: arch table, building blocks (stem, downsample,
 Gated CNN block), the :class:`MambaOut` backbone, checkpoint key conversion (official and
@@ -168,7 +168,7 @@ class MambaOutStage(nn.Module):
     def forward(self, x):
         x = self.downsample(x)
         for block in self.blocks:
-            if self.with_cp and x.requires_grad:
+            if self.with_cp and torch.is_grad_enabled():
                 x = cp.checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
@@ -287,8 +287,6 @@ class MambaOut(BaseModule):
             if i in self.out_indices:
                 y = getattr(self, f'norm{i}')(x) if self.norm_out else x
                 outs.append(_to_nchw(y).contiguous())
-            if i == self.out_indices[-1]:
-                break
         return tuple(outs)
 
     # -- freezing ---------------------------------------------------------------------
@@ -402,10 +400,8 @@ def load_mambaout_state_dict(checkpoint, prefix: Optional[str] = None) -> dict:
         state_dict = extract_state_dict(load_checkpoint_file(checkpoint))
         source = repr(checkpoint)
     if prefix:
+        prefix = prefix if prefix.endswith('.') else prefix + '.'
         selected = _strip_prefix(state_dict, prefix)
-        if not selected:
-            alt = prefix + '.' if not prefix.endswith('.') else None
-            selected = _strip_prefix(state_dict, alt) if alt else {}
         if not selected:
             raise ValueError(f'no key of {source} starts with prefix {prefix!r}; first keys: '
                              f'{list(state_dict)[:5]}')

@@ -268,10 +268,16 @@ def log():
     logger.removeHandler(handler)
 
 
+_TIMM_FEATS = {}
+
+
 def _assert_same_backbone(model, timm_model, image):
-    feats = timm_model.forward_features(image).permute(0, 3, 1, 2)
+    key = (id(timm_model), id(image))
+    if key not in _TIMM_FEATS:
+        with torch.no_grad():
+            _TIMM_FEATS[key] = timm_model.forward_features(image).permute(0, 3, 1, 2)
     with torch.no_grad():
-        assert (model.eval()(image)[-1] - feats).abs().max() < 1e-4
+        assert (model.eval()(image)[-1] - _TIMM_FEATS[key]).abs().max() < 1e-4
 
 
 def test_pretrained_official_pth(tmp_path, timm_femto, image, log):
@@ -281,8 +287,7 @@ def test_pretrained_official_pth(tmp_path, timm_femto, image, log):
                      init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     model.init_weights()
     assert log.text() == ''  # head keys dropped silently, nothing missing
-    with torch.no_grad():
-        _assert_same_backbone(model, timm_femto, image)
+    _assert_same_backbone(model, timm_femto, image)
 
 
 def test_pretrained_timm_safetensors_dense(tmp_path, timm_femto, image, log):

@@ -115,3 +115,47 @@ def test_classifier_loads_official_release_url(monkeypatch, tmp_path, timm_femto
         ours = model(img, mode='tensor')
         ref = timm_femto(img)
     assert (ours - ref).abs().max() < 1e-4
+
+
+def test_config_runs_test_loop(monkeypatch, tmp_path, timm_femto):
+    """`Runner.test()` on the femto config: official-URL `load_from` (file faked), the eval
+    pipeline, ImageNet layout (meta/val.txt), Accuracy; predictions equal timm's."""
+    from mmengine.runner import Runner
+    from PIL import Image
+
+    ckpt = tmp_path / 'mambaout_femto.pth'
+    torch.save(timm_to_official(timm_femto.state_dict()), ckpt)
+    url = f'{OFFICIAL_RELEASE_URL}mambaout_femto.pth'
+    real = mmmambaout.checkpoint.load_checkpoint_file
+    monkeypatch.setattr(mmmambaout.checkpoint, 'load_checkpoint_file',
+                        lambda name, *a, **k: real(ckpt if name == url else name, *a, **k))
+    root = tmp_path / 'imagenet'
+    (root / 'val').mkdir(parents=True)
+    (root / 'meta').mkdir()
+    gen = torch.Generator().manual_seed(0)
+    images = []
+    for n, (h, w) in enumerate([(240, 320), (300, 256)]):
+        arr = torch.randint(0, 256, (h, w, 3), generator=gen, dtype=torch.uint8).numpy()
+        Image.fromarray(arr).save(root / 'val' / f'{n}.JPEG', quality=95)
+        images.append(root / 'val' / f'{n}.JPEG')
+    # label each image with timm's prediction on the same preprocessing -> top-1 = 100
+    from torchvision.transforms import v2 as T
+    prep = T.Compose([T.Resize(224, interpolation=T.InterpolationMode.BICUBIC),
+                      T.CenterCrop(224), T.ToImage(), T.ToDtype(torch.float32, scale=True),
+                      T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    with torch.no_grad():
+        labels = [timm_femto(prep(Image.open(p).convert('RGB'))[None]).argmax().item()
+                  for p in images]
+    (root / 'meta' / 'val.txt').write_text(
+        ''.join(f'{n}.JPEG {label}\n' for n, label in enumerate(labels)))
+
+    cfg = Config.fromfile(str(REPO / 'configs/mambaout_f_in1k.py'))
+    cfg.work_dir = str(tmp_path / 'work')
+    cfg.test_dataloader.update(batch_size=2, num_workers=0)
+    cfg.test_dataloader.dataset.data_root = str(root)
+    cfg.test_dataloader.dataset.pop('split')
+    cfg.test_dataloader.dataset.update(ann_file='meta/val.txt', data_prefix='val')
+    cfg.val_dataloader = cfg.test_dataloader
+    cfg.log_level = 'WARNING'
+    metrics = Runner.from_cfg(cfg).test()
+    assert metrics['accuracy/top1'] == 100.0
