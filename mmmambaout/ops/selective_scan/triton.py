@@ -27,8 +27,8 @@ LOG2E = 1.4426950408889634
 
 #: launch parameters (tuned on an H100 at Vim-S shapes; see docs/selective_scan.md)
 BLOCK_L = 32
-FWD_CONFIG = dict(BLOCK_D=2, num_warps=2)
-BWD_CONFIG = dict(BLOCK_D=1, num_warps=4)
+FWD_CONFIG = dict(BLOCK_D=1, num_warps=1)
+BWD_CONFIG = dict(BLOCK_D=2, num_warps=4)
 
 
 @triton.jit
