@@ -33,6 +33,8 @@ def parse_args(argv=None):
     p.add_argument('--iters', type=int, default=10, help='timed iterations per model')
     p.add_argument('--warmup', type=int, default=3)
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    p.add_argument('--cudnn-benchmark', action='store_true',
+                   help='torch.backends.cudnn.benchmark = True (both models)')
     return p.parse_args(argv)
 
 
@@ -59,6 +61,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     cuda = device.type == 'cuda'
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     amp_dtype = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[args.dtype]
 
     import mmengine
@@ -124,7 +127,8 @@ def main(argv=None):
     med_ours, med_ref = statistics.median(times[True]), statistics.median(times[False])
     print(f'arch {args.arch}, input {args.batch}x3x{args.size[0]}x{args.size[1]}, '
           f'dtype {args.dtype}, compile {args.compile}, iters {args.iters} '
-          f'(warmup {args.warmup}), forward+backward, median ms:')
+          f'(warmup {args.warmup}), cudnn.benchmark {args.cudnn_benchmark}, forward+backward, '
+          'median ms:')
     for label, is_ours, med in (('ours', True, med_ours), ('timm', False, med_ref)):
         mem = (f'{peak[is_ours]:.0f} MiB peak' if cuda else
                f'process CPU time {cpu_med[is_ours]:.0f} ms; peak memory n/a on CPU')

@@ -107,7 +107,9 @@ def test_classifier_loads_official_release_url(monkeypatch, tmp_path, timm_femto
     monkeypatch.setattr(mmmambaout.checkpoint, 'load_checkpoint_file', fake)
     cfg = Config.fromfile(str(REPO / 'configs/mambaout_f_in1k.py'))
     cfg.model.data_preprocessor = cfg.data_preprocessor
-    model = MODELS.build(cfg.model).eval()
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmpretrain'):  # other tests may set mmdet/mmseg
+        model = MODELS.build(cfg.model).eval()
     load_checkpoint(model, cfg.load_from, map_location='cpu', strict=True)
     assert seen == [url]
     img = torch.randn(2, 3, 64, 64)
