@@ -192,7 +192,8 @@ class MambaOut(BaseModule):
         frozen_stages (int): ``-1`` freezes nothing, ``0`` the stem, ``k`` the stem, the
             first ``k`` stages (with their downsampling) and their output norms.
         drop_path_rate (float): stochastic depth, rising linearly over all blocks from 0.
-        with_cp (bool): checkpoint each block in training to save memory.
+        with_cp (bool): checkpoint each block (torch.utils.checkpoint) whenever gradients
+            are on: less activation memory for one more forward per block.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=..., prefix=...)``
             loads official / timm / our checkpoints, converting keys on the fly.
 
