@@ -95,6 +95,11 @@ class LayerNorm2d(nn.LayerNorm):
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
+def _fp32(t):
+    """At least float32 (the SSM parameters stay fp32 under AMP; float64 stays float64)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 class BiMambaMixer(nn.Module):
     """Bidirectional Mamba mixer (Vim's "bimamba v2").
 
@@ -153,8 +158,8 @@ class BiMambaMixer(nn.Module):
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = (dt @ dt_proj.weight.t()).transpose(1, 2)                   # (B, E, L)
         return selective_scan(
-            x, delta, -torch.exp(a_log.float()), B.transpose(1, 2), C.transpose(1, 2),
-            D=d.float(), z=z, delta_bias=dt_proj.bias.float(), delta_softplus=True)
+            x, delta, -torch.exp(_fp32(a_log)), B.transpose(1, 2), C.transpose(1, 2),
+            D=_fp32(d), z=z, delta_bias=_fp32(dt_proj.bias), delta_softplus=True)
 
     def forward(self, hidden):
         """``(B, L, D)`` -> ``(B, L, D)``."""
