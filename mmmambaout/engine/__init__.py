@@ -1,3 +1,4 @@
 from .checkpoint_hook import AtomicCheckpointHook
+from .vim_layer_decay import VimLayerDecayOptimWrapperConstructor
 
-__all__ = ['AtomicCheckpointHook']
+__all__ = ['AtomicCheckpointHook', 'VimLayerDecayOptimWrapperConstructor']
