@@ -84,14 +84,15 @@ def test_pyramid_shapes_at_any_size(size):
 
 
 def test_cls_token_output_and_position():
-    """The class token sits in the middle: prepending it instead changes the output."""
+    """The class token sits in the middle of the sequence (index h*w // 2) and the
+    classifier output is norm_f of the last stream there."""
     torch.manual_seed(0)
     model = Vim(SMALL, out_type='cls_token', img_size=64).eval()
     x = torch.randn(2, 3, 64, 80)
     with torch.no_grad():
         (out, ) = model(x)
         assert out.shape == (2, 32)
-        # the token of the padded-free 4x5 grid goes to index 20 // 2 = 10
+        # the token of the 4x5 grid goes to index 20 // 2 = 10
         tokens = model.patch_embed.proj(x).flatten(2).transpose(1, 2)
         pos = resize_pos_embed(model.pos_embed, (4, 4), (4, 5))
         seq = torch.cat((tokens[:, :10], model.cls_token.expand(2, -1, -1), tokens[:, 10:]),
@@ -159,6 +160,20 @@ def test_with_cp_same_outputs_and_grads():
     assert g1.keys() == g2.keys()
     for n in g1:
         torch.testing.assert_close(g1[n], g2[n], msg=n)
+
+
+def test_bf16_autocast_keeps_fp32_stream():
+    torch.manual_seed(0)
+    model = Vim(SMALL, out_indices=OUT4)
+    x = torch.randn(1, 3, 45, 61)
+    ref = model(x)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        outs = model(x)
+        sum(o.float().sum() for o in outs).backward()
+    for a, b in zip(outs, ref):
+        assert torch.isfinite(a).all()
+        assert (a.float() - b).abs().max() < 0.1
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
 @pytest.mark.parametrize('arch', ['tiny', 'small', 'base'])
