@@ -80,8 +80,11 @@ def roi_align_forward(input, rois, output, argmax_y, argmax_x, aligned_height,
     ``ceil(roi_size / bin_count)`` for sampling_ratio 0) and pixel models (-0.5 shift
     when aligned, RoI size clamped to >= 1 when not)."""
     _check_avg_pool(pool_mode)
+    # Half-precision features are pooled in float32: fp16 RoI coordinates (spacing 0.5
+    # px at 1000 px) and fp16 bin arithmetic move the sampling points visibly.
+    dtype = _compute_dtype(input)
     output.copy_(_torchvision_ops().roi_align(
-        input, rois.to(input.dtype), spatial_scale, aligned_height, aligned_width,
+        input.to(dtype), rois.to(dtype), spatial_scale, aligned_height, aligned_width,
         sampling_ratio, aligned))
 
 
@@ -90,8 +93,9 @@ def roi_align_backward(grad_output, rois, argmax_y, argmax_x, grad_input, aligne
     """Gradient of :func:`roi_align_forward` w.r.t. its input, into ``grad_input``."""
     _check_avg_pool(pool_mode)
     n, c, h, w = grad_input.shape
+    dtype = _compute_dtype(grad_output)
     grad_input.copy_(_torchvision_ops()._roi_align_backward(
-        grad_output, rois.to(grad_output.dtype), spatial_scale, aligned_height,
+        grad_output.to(dtype), rois.to(dtype), spatial_scale, aligned_height,
         aligned_width, n, c, h, w, sampling_ratio, aligned))
 
 

@@ -252,6 +252,27 @@ def test_roi_align_matches_reference(aligned, sampling_ratio, spatial_scale, dty
     assert out[3].abs().max() == 0  # fully outside the map reads zeros
 
 
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_roi_align_half_features_pool_at_float32_coordinates(dtype):
+    """Half features with float32 RoIs far from the origin: pooled in float32, so only the
+    output's rounding differs (relative 2**-8 for bf16, 2**-11 for fp16) from float64."""
+    gen = torch.Generator().manual_seed(5)
+    feat = torch.randn(1, 4, 64, 700, generator=gen, dtype=torch.float64).to(dtype)
+    rois = torch.tensor([[0, 600.3, 10.1, 655.7, 40.9], [0, 512.2, 1.6, 700.0, 63.2]])
+    x = feat.clone().requires_grad_()
+    out = mmcv.ops.roi_align(x, rois, (7, 7), 1.0, 0, 'avg', True)
+    assert out.dtype == dtype
+    x_ref = feat.double().requires_grad_()
+    ref = roi_align_ref(x_ref, rois.double(), (7, 7), 1.0, 0, True)
+    tol = 2**-7 if dtype == torch.bfloat16 else 2**-10
+    torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol * ref.abs().max().item())
+    g = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(dtype)
+    (out * g).sum().backward()
+    (ref * g.double()).sum().backward()
+    torch.testing.assert_close(x.grad.double(), x_ref.grad, rtol=tol,
+                               atol=tol * x_ref.grad.abs().max().item())
+
+
 def test_roi_align_module_and_no_boxes():
     layer = mmcv.ops.RoIAlign(7, spatial_scale=0.25, sampling_ratio=0)
     x = torch.rand(2, 4, 8, 8, requires_grad=True)
