@@ -13,6 +13,11 @@ Allowing the real ``builtins.getattr`` would let a pickle reach any attribute of
 allowed object (and from there ``__globals__``), so the name is bound to a getattr that
 only looks up registered statistics methods on ``HistoryBuffer``.
 
+transformers >= 5: mmpretrain 1.2.0 imports its multimodal models (BLIP, ...) whenever
+transformers >= 4.28 is installed, and they no longer import against transformers 5, so
+``import mmpretrain.models`` fails. We mark multimodal support off before mmpretrain's
+models load; those models then raise their own "install the multimodal extra" error.
+
 NumPy 2: the mmdet / mmseg / mmpretrain code paths this project uses (COCO and ADE20K
 loading, CocoMetric, IoUMetric, Accuracy) use no name that NumPy 2 removed; the
 end-to-end tests run them on NumPy 2.4. Known removed names remain in code paths we do
@@ -82,5 +87,22 @@ def patch_mmengine_checkpoint_loading():
     runner._load_checkpoint = _with_mmengine_allowlist(runner._load_checkpoint)
 
 
+def mmpretrain_multimodal_importable(transformers_version):
+    """mmpretrain 1.2.0's multimodal models import against transformers 4.x only."""
+    return transformers_version is None or int(transformers_version.split('.')[0]) < 5
+
+
+def disable_broken_mmpretrain_multimodal():
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        transformers_version = version('transformers')
+    except PackageNotFoundError:
+        transformers_version = None
+    if not mmpretrain_multimodal_importable(transformers_version):
+        import mmpretrain.utils.dependency
+        mmpretrain.utils.dependency.WITH_MULTIMODAL = False
+
+
 def apply_compat_patches():
     patch_mmengine_checkpoint_loading()
+    disable_broken_mmpretrain_multimodal()

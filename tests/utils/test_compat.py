@@ -116,3 +116,10 @@ def test_cross_package_base_configs_load_in_fresh_interpreter(tmp_path):
             "assert is_installed('mmdet') and not is_installed('no_such_pkg_xyz'); print('ok')")
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert out.returncode == 0 and 'ok' in out.stdout, out.stderr[-2000:]
+
+
+def test_mmpretrain_multimodal_switched_off_only_for_transformers_5():
+    from mmmambaout.utils.compat import mmpretrain_multimodal_importable
+    assert mmpretrain_multimodal_importable(None)
+    assert mmpretrain_multimodal_importable('4.46.3')
+    assert not mmpretrain_multimodal_importable('5.17.0')
