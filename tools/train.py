@@ -27,6 +27,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cfg = cli.load_config(args)
+    cli.distribute_on_cpu_without_gpu(cfg)
     if args.amp:
         cli.use_amp(cfg)
     cli.fall_back_to_fp32_without_gpu(cfg)

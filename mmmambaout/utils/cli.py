@@ -62,6 +62,19 @@ def fall_back_to_fp32_without_gpu(cfg):
         cfg.optim_wrapper.pop(key, None)
 
 
+def distribute_on_cpu_without_gpu(cfg):
+    """Multi-process runs on a CPU-only machine: gloo instead of NCCL, and DDP without
+    device ids (mmengine passes the local rank as a CUDA device id)."""
+    import torch
+    if cfg.launcher == 'none' or torch.cuda.is_available():
+        return
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    wrapper = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel')
+    wrapper.update(device_ids=None, broadcast_buffers=False,
+                   find_unused_parameters=cfg.get('find_unused_parameters', False))
+    cfg.model_wrapper_cfg = wrapper
+
+
 def enable_auto_scale_lr(cfg):
     if 'auto_scale_lr' in cfg and 'base_batch_size' in cfg.auto_scale_lr:
         cfg.auto_scale_lr.enable = True
@@ -116,3 +129,18 @@ def set_test_outputs(cfg, out=None, show_dir=None, show=False, wait_time=2):
             evaluator = cfg.test_evaluator
             evaluator = list(evaluator) if isinstance(evaluator, (list, tuple)) else [evaluator]
             cfg.test_evaluator = evaluator + [dict(type='mmpretrain.DumpResults', out_file_path=out)]
+
+
+def disable_pretrained(model_cfg):
+    """Remove every Pretrained init and ``pretrained=`` so nothing is downloaded."""
+    if isinstance(model_cfg, dict):
+        init_cfg = model_cfg.get('init_cfg')
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            model_cfg['init_cfg'] = None
+        if 'pretrained' in model_cfg:
+            model_cfg['pretrained'] = None
+        for v in model_cfg.values():
+            disable_pretrained(v)
+    elif isinstance(model_cfg, (list, tuple)):
+        for v in model_cfg:
+            disable_pretrained(v)

@@ -8,6 +8,7 @@ float32 1e-5 absolute and relative, against the reference run in float64 on the 
 (float32-representable) inputs.
 """
 import ast
+import functools
 import importlib
 import os
 import subprocess
@@ -292,6 +293,58 @@ def test_roi_align_gradcheck(aligned, sampling_ratio):
     assert torch.autograd.gradcheck(
         lambda t: mmcv.ops.roi_align(t, rois, (2, 3), 1.0, sampling_ratio, 'avg', aligned),
         (x,))
+
+
+def _tv_case(aligned, sampling_ratio, spatial_scale, dtype, seed=6):
+    """Features, RoIs (the edge cases above plus one whose samples land exactly on y = -1
+    and x = W, the in-map test's borders) and an upstream gradient, for comparisons with
+    torchvision's own CPU kernels."""
+    gen = torch.Generator().manual_seed(seed)
+    feat = torch.randn(2, 3, 12, 16, generator=gen, dtype=torch.float64).to(dtype)
+    rois = torch.cat([_rois(dtype), torch.tensor([[0, 13.5, -1.5, 17.5, 4.5]], dtype=dtype)])
+    rois[:, 1:] /= spatial_scale
+    grad = torch.randn(len(rois), 3, 3, 2, generator=gen, dtype=torch.float64).to(dtype)
+    return feat, rois, grad
+
+
+@pytest.mark.parametrize('aligned', [True, False])
+@pytest.mark.parametrize('sampling_ratio', [0, 2])
+@pytest.mark.parametrize('spatial_scale', [1.0, 0.5, 0.25])
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+def test_roi_align_cpu_backward_matches_torchvision(aligned, sampling_ratio, spatial_scale, dtype,
+                                                    monkeypatch):
+    feat, rois, grad = _tv_case(aligned, sampling_ratio, spatial_scale, dtype)
+    if spatial_scale == 0.5:  # also summed over RoI chunks
+        monkeypatch.setattr(mmcv_backend, '_roi_align_entries', functools.partial(
+            mmcv_backend._roi_align_entries, max_entries=50))
+    n, c, h, w = feat.shape
+    out = torch.full_like(feat, float('nan'))
+    mmcv_backend.roi_align_backward(grad, rois, None, None, out, 3, 2, spatial_scale,
+                                    sampling_ratio, 1, aligned)
+    ref = torch.ops.torchvision._roi_align_backward(grad, rois, spatial_scale, 3, 2, n, c, h, w,
+                                                    sampling_ratio, aligned)
+    _close(out, ref.double())
+
+
+@pytest.mark.parametrize('aligned', [True, False])
+@pytest.mark.parametrize('sampling_ratio', [0, 2])
+@pytest.mark.parametrize('spatial_scale', [1.0, 0.25])
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+def test_roi_align_cpu_matrix_is_torchvision_forward(aligned, sampling_ratio, spatial_scale,
+                                                     dtype):
+    """The sparse matrix behind the CPU backward, applied forwards, is torchvision's
+    RoIAlign; built in small RoI chunks (max_entries) to cover the chunking too."""
+    import torchvision
+    feat, rois, _ = _tv_case(aligned, sampling_ratio, spatial_scale, dtype)
+    n, c, h, w = feat.shape
+    mat = torch.zeros(len(rois) * 6, n * h * w, dtype=dtype)
+    chunks = mmcv_backend._roi_align_entries(rois, (n, h, w), (3, 2), spatial_scale,
+                                             sampling_ratio, aligned, dtype, max_entries=50)
+    for idx, wts in chunks:
+        mat.index_put_((idx[1], idx[0]), wts, accumulate=True)
+    out = mat @ feat.permute(0, 2, 3, 1).reshape(-1, c)
+    ref = torchvision.ops.roi_align(feat, rois, (3, 2), spatial_scale, sampling_ratio, aligned)
+    _close(out.view(len(rois), 3, 2, c).permute(0, 3, 1, 2), ref.double())
 
 
 # --- sigmoid focal loss --------------------------------------------------------------

@@ -6,51 +6,12 @@ import sys
 
 import pytest
 import torch
-import torch.nn as nn
-from mmengine.model import BaseModel
-from torch.utils.data import Dataset
 
 import mmmambaout  # noqa: F401  (applies the patches)
 
 
-class _Regressor(BaseModel):
-
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(4, 1)
-
-    def forward(self, x, mode='loss'):
-        out = self.fc(torch.stack(x) if isinstance(x, list) else x)
-        return {'loss': out.pow(2).mean()} if mode == 'loss' else out
-
-
-class _Points(Dataset):
-
-    def __len__(self):
-        return 16
-
-    def __getitem__(self, i):
-        return dict(x=torch.full((4, ), float(i)))
-
-
-def _runner(work_dir, max_iters, resume=False):
-    from mmengine.runner import Runner
-    return Runner(
-        model=_Regressor(),
-        work_dir=str(work_dir),
-        train_dataloader=dict(
-            dataset=_Points(), sampler=dict(type='DefaultSampler', shuffle=True),
-            batch_size=4, collate_fn=dict(type='default_collate')),
-        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.01)),
-        train_cfg=dict(by_epoch=False, max_iters=max_iters),
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=3, by_epoch=False)),
-        resume=resume,
-        randomness=dict(seed=0),
-    )
-
-
-def test_runner_resume_restores_iteration_and_optimizer(tmp_path):
-    first = _runner(tmp_path, max_iters=3)
+def test_runner_resume_restores_iteration_and_optimizer(tmp_path, make_tiny_runner):
+    first = make_tiny_runner(tmp_path, max_iters=3)
     first.train()
     ckpt = tmp_path / 'iter_3.pth'
     assert ckpt.is_file()
@@ -59,7 +20,7 @@ def test_runner_resume_restores_iteration_and_optimizer(tmp_path):
         torch.load(ckpt)
     saved_state = first.optim_wrapper.optimizer.state_dict()['state']
 
-    second = _runner(tmp_path, max_iters=6, resume=True)
+    second = make_tiny_runner(tmp_path, max_iters=6, resume=True)
     second._train_loop = second.build_train_loop(second._train_loop)
     second.call_hook('before_run')
     second.load_or_resume()

@@ -26,6 +26,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 
+from mmmambaout.utils.cli import disable_pretrained  # noqa: E402
+from mmmambaout.utils.synthetic import batch_for  # noqa: E402
+
 
 def resolve_config(name):
     if '::' in name:
@@ -35,64 +38,12 @@ def resolve_config(name):
     return Config.fromfile(name)
 
 
-def strip_pretrained(cfg):
-    """Remove every Pretrained init and `pretrained=` so nothing is downloaded."""
-    if isinstance(cfg, dict):
-        if isinstance(cfg.get('init_cfg'), dict) and cfg['init_cfg'].get('type') == 'Pretrained':
-            cfg['init_cfg'] = None
-        if 'pretrained' in cfg:
-            cfg['pretrained'] = None
-        for v in cfg.values():
-            strip_pretrained(v)
-    elif isinstance(cfg, (list, tuple)):
-        for v in cfg:
-            strip_pretrained(v)
-
-
-def det_batch(batch, size, objects, device, rng):
-    from mmdet.structures import DetDataSample
-    from mmdet.structures.mask import BitmapMasks
-    from mmengine.structures import InstanceData
-    w, h = size
-    inputs, samples = [], []
-    for i in range(batch):
-        inputs.append(torch.from_numpy(rng.integers(0, 256, (3, h, w), dtype=np.uint8)))
-        xy = rng.uniform(0, 0.7, (objects, 2)) * [w, h]
-        wh = rng.uniform(0.05, 0.3, (objects, 2)) * [w, h]
-        boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
-        masks = np.zeros((objects, h, w), np.uint8)
-        for k, (x1, y1, x2, y2) in enumerate(boxes.astype(int)):
-            masks[k, y1:y2, x1:x2] = 1
-        sample = DetDataSample(metainfo=dict(
-            img_id=i, img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w),
-            scale_factor=(1.0, 1.0), flip=False))
-        sample.gt_instances = InstanceData(
-            bboxes=torch.from_numpy(boxes), labels=torch.from_numpy(rng.integers(0, 80, objects)),
-            masks=BitmapMasks(masks, h, w))
-        samples.append(sample)
-    return dict(inputs=inputs, data_samples=samples)
-
-
-def seg_batch(batch, size, num_classes, device, rng):
-    from mmengine.structures import PixelData
-    from mmseg.structures import SegDataSample
-    w, h = size
-    inputs, samples = [], []
-    for _ in range(batch):
-        inputs.append(torch.from_numpy(rng.integers(0, 256, (3, h, w), dtype=np.uint8)))
-        sample = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
-        sample.gt_sem_seg = PixelData(
-            data=torch.from_numpy(rng.integers(0, num_classes, (1, h, w))).long())
-        samples.append(sample)
-    return dict(inputs=inputs, data_samples=samples)
-
-
 def benchmark(name, args):
     from mmengine.model import revert_sync_batchnorm
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import MODELS, init_default_scope
     cfg = resolve_config(name)
-    strip_pretrained(cfg.model)
+    disable_pretrained(cfg.model)
     scope = cfg.default_scope
     init_default_scope(scope)
     __import__(f'{scope}.models')
@@ -106,12 +57,7 @@ def benchmark(name, args):
         optim_cfg.type = 'OptimWrapper'
         optim_cfg.pop('loss_scale', None)
     optim_wrapper = build_optim_wrapper(model, optim_cfg)
-    rng = np.random.default_rng(0)
-    if scope == 'mmdet':
-        data = det_batch(args.batch, args.det_size, args.objects, args.device, rng)
-    else:
-        num_classes = cfg.model.decode_head.num_classes
-        data = seg_batch(args.batch, args.seg_size, num_classes, args.device, rng)
+    data = batch_for(cfg, args.batch, args.det_size, args.seg_size, objects=args.objects)
     cuda = args.device.startswith('cuda')
     for _ in range(args.warmup):
         model.train_step(data, optim_wrapper)

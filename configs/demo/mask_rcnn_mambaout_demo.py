@@ -1,0 +1,64 @@
+# Demo: Mask R-CNN + MambaOut on the generated shapes dataset (tools/misc/make_demo_data.py),
+# small enough to train and evaluate on a laptop CPU in minutes. Inherits the real COCO
+# config and changes only what a CPU demo must: data, image scale, schedule, arch width,
+# no pretrained download.
+_base_ = '../mask_rcnn_mambaout_t_1x_coco.py'
+
+data_root = 'data/demo/coco/'
+metainfo = dict(  # = mmmambaout.datasets.demo_data.DEMO_METAINFO (a test keeps them equal)
+    classes=('disc', 'square', 'triangle', 'ring', 'star', 'cross'),
+    palette=[(220, 20, 60), (0, 80, 230), (250, 170, 30), (0, 160, 80), (160, 60, 220),
+             (0, 200, 220)])
+num_classes = 6
+image_scale = (256, 256)
+
+# Narrower neck and heads (128 instead of 256 channels) and fewer sampled RoIs: the mask
+# head over 512 RoIs of 256 channels alone would cost seconds per step on two CPU cores.
+width = 128
+model = dict(
+    backbone=dict(arch='femto', drop_path_rate=0.0, init_cfg=None),
+    neck=dict(in_channels=[48, 96, 192, 288], out_channels=width),
+    rpn_head=dict(in_channels=width, feat_channels=width),
+    roi_head=dict(
+        bbox_roi_extractor=dict(out_channels=width),
+        bbox_head=dict(in_channels=width, fc_out_channels=512, num_classes=num_classes),
+        mask_roi_extractor=dict(out_channels=width),
+        mask_head=dict(in_channels=width, conv_out_channels=width, num_classes=num_classes)),
+    train_cfg=dict(rcnn=dict(sampler=dict(num=128))))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='Resize', scale=image_scale, keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=image_scale, keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                                          'scale_factor')),
+]
+train_dataloader = dict(
+    batch_size=4, num_workers=1, persistent_workers=True,
+    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=4, num_workers=1, persistent_workers=True,
+    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+test_evaluator = val_evaluator
+
+max_epochs = 4
+# no validation while training: tools/run_demo.sh evaluates the final checkpoint with tools/test.py
+train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs + 1)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[3], gamma=0.1),
+]
+# from scratch, a short schedule needs a larger step than fine-tuning from ImageNet
+optim_wrapper = dict(optimizer=dict(lr=1e-3))
+default_hooks = dict(
+    logger=dict(interval=10),
+    checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
