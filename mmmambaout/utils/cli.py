@@ -63,16 +63,35 @@ def fall_back_to_fp32_without_gpu(cfg):
 
 
 def distribute_on_cpu_without_gpu(cfg):
-    """Multi-process runs on a CPU-only machine: gloo instead of NCCL, and DDP without
-    device ids (mmengine passes the local rank as a CUDA device id)."""
+    """Multi-process runs on a CPU-only machine: a gloo process group (mmengine's own
+    init_dist calls torch.cuda.set_device), and DDP without device ids (mmengine passes
+    the local rank as a CUDA device id)."""
     import torch
+    import torch.distributed as dist
     if cfg.launcher == 'none' or torch.cuda.is_available():
         return
+    if cfg.launcher != 'pytorch':
+        raise RuntimeError(f'--launcher {cfg.launcher} without a GPU is not supported; '
+                           'use tools/dist_train.sh (torchrun, --launcher pytorch)')
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    _replace_sync_bn(cfg.model)  # SyncBatchNorm runs on CUDA only
+    if not dist.is_initialized():
+        dist.init_process_group('gloo')  # reads torchrun's RANK, WORLD_SIZE, MASTER_*
     wrapper = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel')
     wrapper.update(device_ids=None, broadcast_buffers=False,
                    find_unused_parameters=cfg.get('find_unused_parameters', False))
     cfg.model_wrapper_cfg = wrapper
+
+
+def _replace_sync_bn(node):
+    if isinstance(node, dict):
+        if node.get('type') == 'SyncBN':
+            node['type'] = 'BN'
+        for v in node.values():
+            _replace_sync_bn(v)
+    elif isinstance(node, (list, tuple)):
+        for v in node:
+            _replace_sync_bn(v)
 
 
 def enable_auto_scale_lr(cfg):

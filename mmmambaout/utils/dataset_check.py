@@ -71,7 +71,7 @@ def check_dataset_paths(cfg: Config, loaders=('train_dataloader', 'val_dataloade
     if not missing:
         return
     lines = [f'  {path}  ({what}, from {key})' for key, what, path in missing]
-    keys = sorted({key for key, _, _ in missing})
+    keys = list(dict.fromkeys(key for key, _, _ in missing))  # train, val, test order
     fix = ' '.join(f'{k}.data_root=/path/to/dataset' for k in keys)
     raise DatasetNotFoundError(
         'dataset not found or incomplete. Expected:\n' + '\n'.join(lines) +

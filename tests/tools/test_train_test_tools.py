@@ -53,7 +53,7 @@ def test_missing_dataset_names_path_and_fix(tmp_path):
     assert 'DatasetNotFoundError' in out.stderr
     assert f'{tmp_path}/nowhere/annotations/instances_train2017.json' in out.stderr
     assert 'data/coco/annotations/instances_val2017.json' in out.stderr
-    assert '--cfg-options train_dataloader.dataset.data_root=' in out.stderr
+    assert '--cfg-options train_dataloader.dataset.data_root=/path/to/dataset val_dataloader' in out.stderr
     assert 'Traceback' in out.stderr and 'MaskRCNN' not in out.stdout  # before any model
 
 
