@@ -4,7 +4,8 @@
 # with the real metrics (COCO bbox/segm mAP via pycocotools, mIoU) and draw predictions.
 #
 # Usage: bash tools/run_demo.sh [det|seg|all] [extra tools/train.py args]
-#   DEMO_WORK_DIR (default work_dirs/demo), DEMO_DATA (default data/demo)
+#   DEMO_WORK_DIR (default work_dirs/demo), DEMO_DATA (default data/demo),
+#   DEMO_DATA_ARGS (extra tools/misc/make_demo_data.py arguments, e.g. "--num-train 40")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/setup_env.sh
@@ -13,7 +14,7 @@ TASK=${1:-all}
 WORK=${DEMO_WORK_DIR:-work_dirs/demo}
 DATA=${DEMO_DATA:-data/demo}
 
-python tools/misc/make_demo_data.py --out "$DATA" --kind all
+python tools/misc/make_demo_data.py --out "$DATA" --kind all ${DEMO_DATA_ARGS:-}
 
 run() {  # name config [train.py args]
     local name=$1 config=$2 dir="$WORK/$1"
@@ -28,7 +29,7 @@ run() {  # name config [train.py args]
     local ckpt
     ckpt=$(cat "$dir/last_checkpoint")
     echo "== evaluating $ckpt and drawing predictions =="
-    python tools/test.py "$config" "$ckpt" --work-dir "$dir" --show-dir "$(pwd)/$dir/predictions" \
+    python tools/test.py "$config" "$ckpt" --work-dir "$dir" --show-dir "$(realpath -m "$dir/predictions")" \
         --cfg-options $data_opts default_hooks.visualization.interval=5
     echo "== $name done: checkpoint $ckpt, logs in $dir/<timestamp>/, pictures in $dir/predictions =="
 }
