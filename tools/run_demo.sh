@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The README's main command: on a fresh machine, set up (once), make the demo data (once),
-# then train Mask R-CNN + MambaOut and UperNet + MambaOut on it on the CPU, evaluate each
-# with the real metrics (COCO bbox/segm mAP via pycocotools, mIoU) and draw predictions.
+# then train Mask R-CNN + MambaOut (det, the default) and/or UperNet + MambaOut (seg) on it
+# on the CPU, evaluate with the real metrics (COCO bbox/segm mAP via pycocotools, mIoU) and
+# draw predictions.
 #
-# Usage: bash tools/run_demo.sh [det|seg|all] [extra tools/train.py args]
+# Usage: bash tools/run_demo.sh [det|seg|all] [extra --cfg-options for tools/train.py]
 #   DEMO_WORK_DIR (default work_dirs/demo), DEMO_DATA (default data/demo),
 #   DEMO_DATA_ARGS (extra tools/misc/make_demo_data.py arguments, e.g. "--num-train 40")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/setup_env.sh
-TASK=${1:-all}
+TASK=${1:-det}
 [ $# -gt 0 ] && shift
 WORK=${DEMO_WORK_DIR:-work_dirs/demo}
 DATA=${DEMO_DATA:-data/demo}

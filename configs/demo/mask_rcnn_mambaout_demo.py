@@ -52,7 +52,7 @@ test_evaluator = val_evaluator
 
 max_epochs = 4
 # no validation while training: tools/run_demo.sh evaluates the final checkpoint with tools/test.py
-train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs + 1)
+train_cfg = dict(max_epochs=max_epochs, val_begin=max_epochs + 1)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[3], gamma=0.1),

@@ -46,7 +46,7 @@ test_dataloader = val_dataloader
 
 max_iters = 300
 # no validation while training: tools/run_demo.sh evaluates the final checkpoint with tools/test.py
-train_cfg = dict(max_iters=max_iters, val_interval=max_iters + 1)
+train_cfg = dict(max_iters=max_iters, val_begin=max_iters + 1)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=30, end=max_iters, by_epoch=False),

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize('task,train_options', [
     ('det', ['train_cfg.max_epochs=1', 'train_dataloader.batch_size=2']),
-    ('seg', ['train_cfg.max_iters=2', 'train_cfg.val_interval=3', 'param_scheduler.0.end=1',
+    ('seg', ['train_cfg.max_iters=2', 'train_cfg.val_begin=3', 'param_scheduler.0.end=1',
              'param_scheduler.1.begin=1', 'param_scheduler.1.end=2',
              'default_hooks.checkpoint.interval=2', 'train_dataloader.batch_size=2']),
 ])

@@ -32,7 +32,7 @@ def small_run_options(data_root, max_iters, ckpt_interval):
         'train_dataloader.persistent_workers=False', 'val_dataloader.num_workers=0',
         'val_dataloader.persistent_workers=False', 'test_dataloader.num_workers=0',
         'test_dataloader.persistent_workers=False',
-        f'train_cfg.max_iters={max_iters}', f'train_cfg.val_interval={max_iters + 1}',
+        f'train_cfg.max_iters={max_iters}', f'train_cfg.val_begin={max_iters + 1}',
         f'param_scheduler.1.end={max_iters}', 'param_scheduler.0.end=1', 'param_scheduler.1.begin=1',
         f'default_hooks.checkpoint.interval={ckpt_interval}',
         'default_hooks.checkpoint.max_keep_ckpts=-1', 'default_hooks.logger.interval=1',
