@@ -51,3 +51,14 @@ def make_tiny_runner():
         )
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _no_default_scope_leaks():
+    """Tests that set an mmengine default scope must not change how later tests build."""
+    from mmengine.registry import DefaultScope
+    before = set(DefaultScope._instance_dict)
+    yield
+    for name in list(DefaultScope._instance_dict):
+        if name not in before:
+            del DefaultScope._instance_dict[name]

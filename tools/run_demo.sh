@@ -21,9 +21,9 @@ run() {  # name config [train.py args]
     local name=$1 config=$2 dir="$WORK/$1"
     local data_opts
     if [ "$name" = mask_rcnn ]; then
-        data_opts="train_dataloader.dataset.data_root=$DATA/coco/ val_dataloader.dataset.data_root=$DATA/coco/ test_dataloader.dataset.data_root=$DATA/coco/ test_evaluator.ann_file=$DATA/coco/annotations/instances_val2017.json"
+        data_opts="train_dataloader.dataset.data_root=$DATA/coco/ val_dataloader.dataset.data_root=$DATA/coco/ test_dataloader.dataset.data_root=$DATA/coco/ val_evaluator.ann_file=$DATA/coco/annotations/instances_val2017.json test_evaluator.ann_file=$DATA/coco/annotations/instances_val2017.json"
     else
-        data_opts="train_dataloader.dataset.data_root=$DATA/ade/ADEChallengeData2016 test_dataloader.dataset.data_root=$DATA/ade/ADEChallengeData2016"
+        data_opts="train_dataloader.dataset.data_root=$DATA/ade/ADEChallengeData2016 val_dataloader.dataset.data_root=$DATA/ade/ADEChallengeData2016 test_dataloader.dataset.data_root=$DATA/ade/ADEChallengeData2016"
     fi
     echo "== training $config on the CPU =="
     python tools/train.py "$config" --work-dir "$dir" --cfg-options $data_opts "${@:3}"

@@ -7,7 +7,7 @@ import os.path as osp
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import MODELS, init_default_scope
+from mmengine.registry import MODELS, DefaultScope
 
 import mmmambaout  # noqa: F401
 from mmmambaout.utils.cli import disable_pretrained
@@ -24,9 +24,9 @@ def build(path):
     disable_pretrained(cfg.model)
     if cfg.default_scope == 'mmseg':  # pad the tiny input to itself, not to 512x512
         cfg.model.data_preprocessor.size = (64, 64)
-    init_default_scope(cfg.default_scope)
     __import__(f'{cfg.default_scope}.models')
-    model = MODELS.build(cfg.model)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):  # leave no global scope
+        model = MODELS.build(cfg.model)
     model.init_weights()
     return cfg, model
 
@@ -67,9 +67,9 @@ PAPER_PARAMS = {
 def test_paper_parameter_counts(path, millions):
     cfg = Config.fromfile(osp.join(ROOT, path))
     disable_pretrained(cfg.model)
-    init_default_scope(cfg.default_scope)
     __import__(f'{cfg.default_scope}.models')
-    model = MODELS.build(cfg.model)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        model = MODELS.build(cfg.model)
     count = sum(p.numel() for p in model.parameters()) / 1e6
     assert abs(count - millions) <= 0.5, f'{path}: {count:.2f}M vs paper {millions}M'
 
