@@ -7,8 +7,7 @@
 # checkpoint loader for it that maps the upstream keys to this model (head -> head.fc).
 # The "+" weights (`*_ft_*`, 78.3) were fine-tuned with overlapping patches (stride 8):
 #   --cfg-options model.backbone.patch_stride=8 load_from=<..._ft_78p3acc.pth URL>
-default_scope = 'mmpretrain'
-custom_imports = dict(imports=['mmmambaout'], allow_failed_imports=False)
+_base_ = './_base_/imagenet_eval.py'
 
 arch = 'tiny'
 embed_dims = 192
@@ -29,12 +28,6 @@ model = dict(
 load_from = ('https://huggingface.co/hustvl/Vim-tiny-midclstok/resolve/main/'
              'vim_t_midclstok_76p1acc.pth')
 
-data_preprocessor = dict(
-    num_classes=1000,
-    mean=[123.675, 116.28, 103.53],
-    std=[58.395, 57.12, 57.375],
-    to_rgb=True)
-
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='ResizeEdge', scale=int(img_size / eval_crop_ratio), edge='short',
@@ -42,31 +35,5 @@ test_pipeline = [
     dict(type='CenterCrop', crop_size=img_size),
     dict(type='PackInputs'),
 ]
-val_dataloader = dict(
-    batch_size=64,
-    num_workers=5,
-    dataset=dict(type='ImageNet', data_root='data/imagenet', split='val',
-                 pipeline=test_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=False))
-val_evaluator = dict(type='Accuracy', topk=(1, 5))
-val_cfg = dict()
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
-test_evaluator = val_evaluator
-test_cfg = dict()
-
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=100),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=1),
-    sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='VisualizationHook', enable=False))
-env_cfg = dict(
-    cudnn_benchmark=False,
-    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-    dist_cfg=dict(backend='nccl'))
-vis_backends = [dict(type='LocalVisBackend')]
-visualizer = dict(type='UniversalVisualizer', vis_backends=vis_backends)
-log_level = 'INFO'
-resume = False
-randomness = dict(seed=None, deterministic=False)

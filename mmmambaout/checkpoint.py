@@ -79,3 +79,20 @@ def extract_state_dict(checkpoint):
         if key in checkpoint and isinstance(checkpoint[key], dict):
             return checkpoint[key]
     return checkpoint
+
+
+def register_release_loader(url_prefix, load_model_state_dict):
+    """Let mmengine load released weights by URL (``load_from=<url>``, which
+    ``tools/test.py`` uses without running ``init_weights``): files whose name starts with
+    ``url_prefix`` are read by ``load_model_state_dict(filename)``, which returns the whole
+    model's state dict with our key names. Returns the registered loader."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    def load(filename, map_location=None):
+        state_dict = load_model_state_dict(filename)
+        if isinstance(map_location, (str, torch.device)):
+            state_dict = {k: v.to(map_location) for k, v in state_dict.items()}
+        return {'state_dict': state_dict}
+
+    CheckpointLoader.register_scheme(url_prefix, load, force=True)
+    return load

@@ -35,6 +35,7 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 
+from mmmambaout.checkpoint import register_release_loader
 from mmmambaout.registry import register_model
 
 ARCH_SETTINGS = {
@@ -461,22 +462,7 @@ def to_model_state_dict(state_dict: dict) -> dict:
     return {(k if k.startswith('head.') else 'backbone.' + k): v for k, v in state_dict.items()}
 
 
-def _load_official_release(filename, map_location=None):
-    """mmengine checkpoint loader for the official release URLs (``load_from=<url>``).
-
-    The release files hold the official key names; this returns them as a whole-model
-    state dict, so ``load_from`` of an mmpretrain MambaOut classifier config can point at
-    the official URL directly (``tools/test.py`` does not run ``init_weights``).
-    """
-    state_dict = load_mambaout_state_dict(filename)
-    if isinstance(map_location, (str, torch.device)):
-        state_dict = {k: v.to(map_location) for k, v in state_dict.items()}
-    return {'state_dict': to_model_state_dict(state_dict)}
-
-
-def _register_release_loader():
-    from mmengine.runner.checkpoint import CheckpointLoader
-    CheckpointLoader.register_scheme(OFFICIAL_RELEASE_URL, _load_official_release, force=True)
-
-
-_register_release_loader()
+# ``load_from=<official release URL>`` of an mmpretrain MambaOut classifier config
+register_release_loader(
+    OFFICIAL_RELEASE_URL,
+    lambda filename: to_model_state_dict(load_mambaout_state_dict(filename)))

@@ -52,6 +52,7 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 
+from mmmambaout.checkpoint import register_release_loader
 from mmmambaout.ops.selective_scan import selective_scan
 from mmmambaout.registry import register_model
 from .mambaout import DropPath, load_converted_state_dict
@@ -546,19 +547,6 @@ def to_model_state_dict(state_dict: dict) -> dict:
             for k, v in state_dict.items()}
 
 
-def _load_release(filename, map_location=None):
-    """mmengine checkpoint loader for the released weights' URLs, so ``load_from=<url>``
-    of a Vim classifier config works with ``tools/test.py`` (which runs no
-    ``init_weights``): returns the file as an mmpretrain model state dict."""
-    state_dict = load_vim_state_dict(filename)
-    if isinstance(map_location, (str, torch.device)):
-        state_dict = {k: v.to(map_location) for k, v in state_dict.items()}
-    return {'state_dict': to_model_state_dict(state_dict)}
-
-
-def _register_release_loader():
-    from mmengine.runner.checkpoint import CheckpointLoader
-    CheckpointLoader.register_scheme(RELEASE_URL_PREFIX, _load_release, force=True)
-
-
-_register_release_loader()
+# ``load_from=<released Hugging Face URL>`` of a Vim classifier config
+_load_release = register_release_loader(
+    RELEASE_URL_PREFIX, lambda filename: to_model_state_dict(load_vim_state_dict(filename)))
