@@ -31,7 +31,7 @@ run() {  # name config [train.py args]
     ckpt=$(cat "$dir/last_checkpoint")
     echo "== evaluating $ckpt and drawing predictions =="
     python tools/test.py "$config" "$ckpt" --work-dir "$dir" --show-dir "$(realpath -m "$dir/predictions")" \
-        --cfg-options $data_opts default_hooks.visualization.interval=5
+        --cfg-options $data_opts
     echo "== $name done: checkpoint $ckpt, logs in $dir/<timestamp>/, pictures in $dir/predictions =="
 }
 

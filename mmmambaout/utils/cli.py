@@ -83,15 +83,23 @@ def distribute_on_cpu_without_gpu(cfg):
     cfg.model_wrapper_cfg = wrapper
 
 
-def _replace_sync_bn(node):
+def _config_dicts(node):
+    """Every dict in a nested config (the node itself, its values, list items, ...)."""
     if isinstance(node, dict):
+        yield node
+        children = node.values()
+    elif isinstance(node, (list, tuple)):
+        children = node
+    else:
+        return
+    for child in children:
+        yield from _config_dicts(child)
+
+
+def _replace_sync_bn(model_cfg):
+    for node in _config_dicts(model_cfg):
         if node.get('type') == 'SyncBN':
             node['type'] = 'BN'
-        for v in node.values():
-            _replace_sync_bn(v)
-    elif isinstance(node, (list, tuple)):
-        for v in node:
-            _replace_sync_bn(v)
 
 
 def enable_auto_scale_lr(cfg):
@@ -121,45 +129,36 @@ def set_test_outputs(cfg, out=None, show_dir=None, show=False, wait_time=2):
         vis = cfg.default_hooks.get('visualization')
         if vis is None:
             raise RuntimeError('--show/--show-dir need a visualization hook in default_hooks')
-        vis.draw = True
-        vis.interval = 1
-        if scope == 'mmdet':
-            vis.show, vis.wait_time = show, wait_time
-            if show_dir:
-                vis.test_out_dir = show_dir
-        elif scope == 'mmseg':
-            vis.show, vis.wait_time = show, wait_time
-            if show_dir:
-                cfg.visualizer.save_dir = show_dir
-                vis.draw = True
-        else:
+        if scope not in ('mmdet', 'mmseg'):
             raise RuntimeError(f'--show/--show-dir is not supported for {scope} configs')
+        vis.draw, vis.interval, vis.show, vis.wait_time = True, 1, show, wait_time
+        if show_dir and scope == 'mmdet':
+            vis.test_out_dir = show_dir
+        elif show_dir:
+            cfg.visualizer.save_dir = show_dir
     if out:
         if scope == 'mmdet':
             if not out.endswith(('.pkl', '.pickle')):
                 raise ValueError('--out must be a .pkl file for detection configs')
-            evaluator = cfg.test_evaluator
-            evaluator = list(evaluator) if isinstance(evaluator, (list, tuple)) else [evaluator]
-            cfg.test_evaluator = evaluator + [dict(type='DumpDetResults', out_file_path=out)]
+            _append_test_metric(cfg, dict(type='DumpDetResults', out_file_path=out))
         elif scope == 'mmseg':
             cfg.test_evaluator['output_dir'] = out
             cfg.test_evaluator['keep_results'] = True
         else:
-            evaluator = cfg.test_evaluator
-            evaluator = list(evaluator) if isinstance(evaluator, (list, tuple)) else [evaluator]
-            cfg.test_evaluator = evaluator + [dict(type='mmpretrain.DumpResults', out_file_path=out)]
+            _append_test_metric(cfg, dict(type='mmpretrain.DumpResults', out_file_path=out))
+
+
+def _append_test_metric(cfg, metric):
+    evaluator = cfg.test_evaluator
+    evaluator = list(evaluator) if isinstance(evaluator, (list, tuple)) else [evaluator]
+    cfg.test_evaluator = evaluator + [metric]
 
 
 def disable_pretrained(model_cfg):
     """Remove every Pretrained init and ``pretrained=`` so nothing is downloaded."""
-    if isinstance(model_cfg, dict):
-        init_cfg = model_cfg.get('init_cfg')
+    for node in _config_dicts(model_cfg):
+        init_cfg = node.get('init_cfg')
         if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-            model_cfg['init_cfg'] = None
-        if 'pretrained' in model_cfg:
-            model_cfg['pretrained'] = None
-        for v in model_cfg.values():
-            disable_pretrained(v)
-    elif isinstance(model_cfg, (list, tuple)):
-        for v in model_cfg:
-            disable_pretrained(v)
+            node['init_cfg'] = None
+        if 'pretrained' in node:
+            node['pretrained'] = None

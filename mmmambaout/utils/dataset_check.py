@@ -5,6 +5,7 @@ user who has not yet placed COCO or ADE20K learns in a second what is expected w
 and which ``--cfg-options`` key moves it, instead of reading a traceback from deep
 inside a dataset class minutes later.
 """
+import os
 import os.path as osp
 
 from mmengine.config import Config
@@ -40,7 +41,10 @@ def _expected_paths(ds):
             yield f'data_prefix.{key} folder', _join(root, prefix[key]), 'nonempty_dir'
 
 
-def find_missing_dataset_paths(cfg, loaders=('train_dataloader', 'val_dataloader', 'test_dataloader')):
+ALL_LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+
+
+def find_missing_dataset_paths(cfg, loaders=ALL_LOADERS):
     """Return [(loader key path, what, path)] of everything missing or empty."""
     missing = []
     for loader in loaders:
@@ -50,22 +54,20 @@ def find_missing_dataset_paths(cfg, loaders=('train_dataloader', 'val_dataloader
             for what, path, must_be in _expected_paths(ds):
                 if path.startswith(('s3:', 'http:', 'https:', 'petrel:')):
                     continue  # remote backends: the dataset itself reports
-                ok = osp.isfile(path) if must_be == 'file' else (
-                    osp.isdir(path) and any(True for _ in _scandir(path)))
+                ok = osp.isfile(path) if must_be == 'file' else _is_nonempty_dir(path)
                 if not ok:
                     missing.append((key_path, what, path))
     return missing
 
 
-def _scandir(path):
-    import os
-    with os.scandir(path) as it:
-        for entry in it:
-            yield entry
-            return
+def _is_nonempty_dir(path):
+    if not osp.isdir(path):
+        return False
+    with os.scandir(path) as entries:
+        return next(entries, None) is not None
 
 
-def check_dataset_paths(cfg: Config, loaders=('train_dataloader', 'val_dataloader', 'test_dataloader')):
+def check_dataset_paths(cfg: Config, loaders=ALL_LOADERS):
     """Raise :class:`DatasetNotFoundError` listing every missing dataset path."""
     missing = find_missing_dataset_paths(cfg, loaders)
     if not missing:
