@@ -22,32 +22,6 @@ PAPER_PARAMS_M = dict(femto=7.3, kobe=9.1, tiny=26.5, small=48.5, base=84.8)
 ODD = (97, 131)
 
 
-def timm_to_official(state_dict):
-    """timm -> official key names: the documented mapping, run backwards."""
-    out = {}
-    for k, v in state_dict.items():
-        k = re.sub(r'^stem\.', 'downsample_layers.0.', k)
-        k = re.sub(r'^stages\.(\d+)\.downsample\.', r'downsample_layers.\1.', k)
-        k = re.sub(r'^stages\.(\d+)\.blocks\.(\d+)\.', r'stages.\1.\2.', k)
-        k = re.sub(r'^head\.norm\.', 'norm.', k)
-        k = re.sub(r'^head\.pre_logits\.fc\.', 'head.fc1.', k)
-        k = re.sub(r'^head\.pre_logits\.norm\.', 'head.norm.', k)
-        k = re.sub(r'^head\.fc\.', 'head.fc2.', k)
-        out[k] = v
-    return out
-
-
-@pytest.fixture(scope='module')
-def timm_femto():
-    """timm's mambaout_femto with every parameter perturbed (LN weights too)."""
-    torch.manual_seed(0)
-    model = timm.create_model('mambaout_femto').eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model
-
-
 @pytest.fixture(scope='module')
 def image():
     torch.manual_seed(1)
@@ -74,10 +48,10 @@ def split(state_dict):
 
 # -- parity with timm --------------------------------------------------------------------
 @pytest.mark.parametrize('fmt', ['timm', 'official'])
-def test_logits_match_timm(timm_femto, image, fmt):
+def test_logits_match_timm(timm_femto, femto_official_state_dict, image, fmt):
     sd = timm_femto.state_dict()
     if fmt == 'official':
-        sd = timm_to_official(sd)
+        sd = femto_official_state_dict
         assert 'downsample_layers.0.conv1.weight' in sd and 'norm.weight' in sd
     backbone, head = build_classifier()
     bsd, hsd = split(checkpoint_filter_fn(sd))
@@ -103,8 +77,8 @@ def test_stage_outputs_match_timm_features_only(timm_femto, image):
         assert (o - r.permute(0, 3, 1, 2)).abs().max() < 1e-4
 
 
-def test_checkpoint_filter_fn_is_idempotent(timm_femto):
-    once = checkpoint_filter_fn(timm_to_official(timm_femto.state_dict()))
+def test_checkpoint_filter_fn_is_idempotent(timm_femto, femto_official_state_dict):
+    once = checkpoint_filter_fn(femto_official_state_dict)
     assert checkpoint_filter_fn(once).keys() == once.keys()
     assert checkpoint_filter_fn(timm_femto.state_dict()).keys() == once.keys()
 
@@ -292,9 +266,9 @@ def _assert_same_backbone(model, timm_model, image):
         assert (model.eval()(image)[-1] - _TIMM_FEATS[key]).abs().max() < 1e-4
 
 
-def test_pretrained_official_pth(tmp_path, timm_femto, small_image, log):
+def test_pretrained_official_pth(tmp_path, timm_femto, femto_official_state_dict, small_image, log):
     path = tmp_path / 'mambaout_femto.pth'
-    torch.save(timm_to_official(timm_femto.state_dict()), path)
+    torch.save(femto_official_state_dict, path)
     model = MambaOut('femto', out_indices=(3, ), norm_out=False,
                      init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     model.init_weights()
@@ -319,9 +293,10 @@ def test_pretrained_timm_safetensors_dense(tmp_path, timm_femto, small_image, lo
     assert (out - ref).abs().max() < 1e-4
 
 
-def test_pretrained_prefix_and_converter(tmp_path, timm_femto, small_image, log):
+def test_pretrained_prefix_and_converter(tmp_path, timm_femto, femto_official_state_dict,
+                                         small_image, log):
     src = tmp_path / 'official.pth'
-    torch.save(timm_to_official(timm_femto.state_dict()), src)
+    torch.save(femto_official_state_dict, src)
     dst = tmp_path / 'converted.pth'
     tool = runpy.run_path(str(REPO / 'tools/model_converters/mambaout2mmmambaout.py'))
     tool['main']([str(src), str(dst)])

@@ -1,5 +1,4 @@
 """MambaOutClsHead and the mmpretrain ImageNet configs."""
-import re
 from pathlib import Path
 
 import pytest
@@ -15,31 +14,6 @@ timm = pytest.importorskip('timm')
 
 REPO = Path(__file__).resolve().parents[3]
 LETTERS = dict(f='femto', k='kobe', t='tiny', s='small', b='base')
-
-
-def timm_to_official(state_dict):
-    """timm -> official key names (the documented mapping, backwards)."""
-    out = {}
-    for k, v in state_dict.items():
-        k = re.sub(r'^stem\.', 'downsample_layers.0.', k)
-        k = re.sub(r'^stages\.(\d+)\.downsample\.', r'downsample_layers.\1.', k)
-        k = re.sub(r'^stages\.(\d+)\.blocks\.(\d+)\.', r'stages.\1.\2.', k)
-        k = re.sub(r'^head\.norm\.', 'norm.', k)
-        k = re.sub(r'^head\.pre_logits\.fc\.', 'head.fc1.', k)
-        k = re.sub(r'^head\.pre_logits\.norm\.', 'head.norm.', k)
-        k = re.sub(r'^head\.fc\.', 'head.fc2.', k)
-        out[k] = v
-    return out
-
-
-@pytest.fixture(scope='module')
-def timm_femto():
-    torch.manual_seed(0)
-    model = timm.create_model('mambaout_femto').eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model
 
 
 def test_head_forward_loss_predict():
@@ -89,13 +63,14 @@ def test_configs(letter):
     assert cfg.test_dataloader.dataset.data_root == 'data/imagenet'
 
 
-def test_classifier_loads_official_release_url(monkeypatch, tmp_path, timm_femto):
+def test_classifier_loads_official_release_url(monkeypatch, tmp_path, timm_femto,
+                                               femto_official_state_dict):
     """`load_from=<official URL>` yields timm's logits (the URL's file is faked here)."""
     from mmengine.runner import load_checkpoint
     from mmpretrain.registry import MODELS
 
     path = tmp_path / 'mambaout_femto.pth'
-    torch.save(timm_to_official(timm_femto.state_dict()), path)
+    torch.save(femto_official_state_dict, path)
     url = f'{OFFICIAL_RELEASE_URL}mambaout_femto.pth'
     real = mmmambaout.checkpoint.load_checkpoint_file
     seen = []
@@ -119,14 +94,14 @@ def test_classifier_loads_official_release_url(monkeypatch, tmp_path, timm_femto
     assert (ours - ref).abs().max() < 1e-4
 
 
-def test_config_runs_test_loop(monkeypatch, tmp_path, timm_femto):
+def test_config_runs_test_loop(monkeypatch, tmp_path, timm_femto, femto_official_state_dict):
     """`Runner.test()` on the femto config: official-URL `load_from` (file faked), the eval
     pipeline, ImageNet layout (meta/val.txt), Accuracy; predictions equal timm's."""
     from mmengine.runner import Runner
     from PIL import Image
 
     ckpt = tmp_path / 'mambaout_femto.pth'
-    torch.save(timm_to_official(timm_femto.state_dict()), ckpt)
+    torch.save(femto_official_state_dict, ckpt)
     url = f'{OFFICIAL_RELEASE_URL}mambaout_femto.pth'
     real = mmmambaout.checkpoint.load_checkpoint_file
     monkeypatch.setattr(mmmambaout.checkpoint, 'load_checkpoint_file',
