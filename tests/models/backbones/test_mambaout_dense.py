@@ -3,13 +3,12 @@ train step and one predict each, CPU, tiny odd-sized images (the mmcv ops come f
 ``import mmmambaout``)."""
 from pathlib import Path
 
-import numpy as np
 import torch
 from mmengine.config import Config
 from mmengine.optim import OptimWrapper
-from mmengine.structures import InstanceData, PixelData
 
 import mmmambaout  # noqa: F401  (mmcv op backend + registrations)
+from mmmambaout.utils.synthetic import det_batch, seg_batch
 
 H, W = 61, 87  # odd on purpose
 DIMS = [48, 96, 192, 288]  # femto
@@ -18,10 +17,6 @@ DIMS = [48, 96, 192, 288]  # femto
 def _config(package, rel_path):
     root = Path(__import__(package).__file__).parent / '.mim' / 'configs'
     return Config.fromfile(str(root / rel_path))
-
-
-def _images(gen):
-    return [torch.randint(0, 256, (3, H, W), generator=gen, dtype=torch.uint8) for _ in range(2)]
 
 
 def _backbone(**kwargs):
@@ -45,8 +40,6 @@ def _train_step_then_predict(model, data):
 
 def test_mask_rcnn_with_mambaout():
     from mmdet.registry import MODELS
-    from mmdet.structures import DetDataSample
-    from mmdet.structures.mask import BitmapMasks
     from mmdet.utils import register_all_modules
     register_all_modules()
     cfg = _config('mmdet', '_base_/models/mask-rcnn_r50_fpn.py')
@@ -60,19 +53,8 @@ def test_mask_rcnn_with_mambaout():
     model = MODELS.build(cfg.model)
     model.init_weights()
 
-    samples = []
-    for boxes in ([[4., 6, 40, 50], [45, 10, 80, 58]], [[10., 20, 30, 55]]):
-        s = DetDataSample(metainfo=dict(img_shape=(H, W), ori_shape=(H, W),
-                                        scale_factor=(1.0, 1.0)))
-        masks = np.zeros((len(boxes), H, W), np.uint8)
-        for m, (x1, y1, x2, y2) in zip(masks, boxes):
-            m[int(y1):int(y2), int(x1):int(x2)] = 1
-        s.gt_instances = InstanceData(bboxes=torch.tensor(boxes),
-                                      labels=torch.tensor([3, 7][:len(boxes)]),
-                                      masks=BitmapMasks(masks, H, W))
-        samples.append(s)
-    gen = torch.Generator().manual_seed(0)
-    results = _train_step_then_predict(model, dict(inputs=_images(gen), data_samples=samples))
+    data = det_batch(2, (W, H), objects=2, seed=0)
+    results = _train_step_then_predict(model, data)
     assert len(results) == 2
     for r in results:
         assert len(r.pred_instances) > 0
@@ -81,7 +63,6 @@ def test_mask_rcnn_with_mambaout():
 
 def test_upernet_with_mambaout():
     from mmseg.registry import MODELS
-    from mmseg.structures import SegDataSample
     from mmseg.utils import register_all_modules
     register_all_modules()
     cfg = _config('mmseg', '_base_/models/upernet_r50.py')
@@ -98,11 +79,6 @@ def test_upernet_with_mambaout():
     model = MODELS.build(cfg.model)
     model.init_weights()
 
-    gen = torch.Generator().manual_seed(1)
-    samples = []
-    for _ in range(2):
-        s = SegDataSample(metainfo=dict(img_shape=(H, W), ori_shape=(H, W), pad_shape=(H, W)))
-        s.gt_sem_seg = PixelData(data=torch.randint(0, 5, (1, H, W), generator=gen))
-        samples.append(s)
-    results = _train_step_then_predict(model, dict(inputs=_images(gen), data_samples=samples))
+    data = seg_batch(2, (W, H), num_classes=5, seed=1)
+    results = _train_step_then_predict(model, data)
     assert [r.pred_sem_seg.data.shape for r in results] == [(1, H, W)] * 2

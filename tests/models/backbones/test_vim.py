@@ -6,18 +6,17 @@ import argparse
 import logging
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.optim import OptimWrapper
-from mmengine.structures import InstanceData, PixelData
 
 import mmmambaout  # noqa: F401  (mmcv op backend + registrations)
 from mmmambaout.models.backbones.vim import (BiMambaMixer, Vim, _load_release,
                                              load_vim_state_dict, resize_pos_embed)
+from mmmambaout.utils.synthetic import det_batch, seg_batch
 
 REPO = Path(__file__).resolve().parents[3]
 SMALL = dict(embed_dims=32, depth=4)          # forward tests
@@ -366,11 +365,6 @@ def test_metafile_lists_the_configs():
 H, W = 61, 87  # odd on purpose
 
 
-def _images(gen):
-    return [torch.randint(0, 256, (3, H, W), generator=gen, dtype=torch.uint8)
-            for _ in range(2)]
-
-
 def _train_step(model, data):
     model.train()
     frozen = model.backbone.patch_embed.proj.weight.detach().clone()
@@ -389,8 +383,6 @@ def _small_backbone(cfg_backbone, **kwargs):
 
 def test_mask_rcnn_train_step():
     from mmdet.registry import MODELS
-    from mmdet.structures import DetDataSample
-    from mmdet.structures.mask import BitmapMasks
     from mmengine.registry import init_default_scope
     init_default_scope('mmdet')
     cfg = Config.fromfile(str(REPO / 'configs/mask_rcnn_vim_t_1x_coco.py'))
@@ -406,25 +398,13 @@ def test_mask_rcnn_train_step():
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
     model.init_weights()
-    samples = []
-    for boxes in ([[4., 6, 40, 50], [45, 10, 80, 58]], [[10., 20, 30, 55]]):
-        s = DetDataSample(metainfo=dict(img_shape=(H, W), ori_shape=(H, W),
-                                        scale_factor=(1.0, 1.0)))
-        masks = np.zeros((len(boxes), H, W), np.uint8)
-        for m, (x1, y1, x2, y2) in zip(masks, boxes):
-            m[int(y1):int(y2), int(x1):int(x2)] = 1
-        s.gt_instances = InstanceData(bboxes=torch.tensor(boxes),
-                                      labels=torch.tensor([3, 7][:len(boxes)]),
-                                      masks=BitmapMasks(masks, H, W))
-        samples.append(s)
-    _train_step(model, dict(inputs=_images(torch.Generator().manual_seed(0)),
-                            data_samples=samples))
+    data = det_batch(2, (W, H), objects=2, seed=0)
+    _train_step(model, data)
 
 
 def test_upernet_train_step():
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
-    from mmseg.structures import SegDataSample
     init_default_scope('mmseg')
     cfg = Config.fromfile(str(REPO / 'configs/upernet_vim_t_160k_ade20k.py'))
     _small_backbone(cfg.model.backbone, with_cp=True, img_size=(H, W))
@@ -436,10 +416,5 @@ def test_upernet_train_step():
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
     model.init_weights()
-    gen = torch.Generator().manual_seed(1)
-    samples = []
-    for _ in range(2):
-        s = SegDataSample(metainfo=dict(img_shape=(H, W), ori_shape=(H, W), pad_shape=(H, W)))
-        s.gt_sem_seg = PixelData(data=torch.randint(0, 5, (1, H, W), generator=gen))
-        samples.append(s)
-    _train_step(model, dict(inputs=_images(gen), data_samples=samples))
+    data = seg_batch(2, (W, H), num_classes=5, seed=1)
+    _train_step(model, data)
