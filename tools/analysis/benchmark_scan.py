@@ -181,7 +181,7 @@ def sweep(args_ns, device, apply_best=False):
     L, dname = args_ns.lengths[0], args_ns.dtypes[0]
     inputs = make_inputs(args_ns.batch, args_ns.dim, args_ns.N, L, DTYPES[dname], device)
     rows, best = [], None
-    for bl in (32, 64):
+    for bl in (16, 32, 64):
         tri.BLOCK_L = bl
         fwd_rows = []
         for bd in (1, 2, 4):
@@ -195,7 +195,7 @@ def sweep(args_ns, device, apply_best=False):
                       flush=True)
         t_f, fbd, fnw = min(fwd_rows)
         tri.FWD_CONFIG.update(BLOCK_D=fbd, num_warps=fnw)
-        for bd in (1, 2):
+        for bd in (1, 2, 4):
             for nw in (2, 4, 8):
                 tri.BWD_CONFIG.update(BLOCK_D=bd, num_warps=nw)
                 _, t_fb, _, _ = run_case('triton', inputs, device, None)

@@ -24,40 +24,14 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import mmmambaout  # noqa: E402,F401
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from mmengine.config import Config  # noqa: E402
 
-from mmmambaout.utils.cli import disable_pretrained  # noqa: E402
-from mmmambaout.utils.synthetic import batch_for  # noqa: E402
-
-
-def resolve_config(name):
-    if '::' in name:
-        pkg, rel = name.split('::', 1)
-        module = __import__(pkg)
-        name = osp.join(osp.dirname(module.__file__), '.mim', 'configs', rel)
-    return Config.fromfile(name)
+from mmmambaout.utils.train_step import build_train_step, parse_cfg_options  # noqa: E402
 
 
 def benchmark(name, args):
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.optim import build_optim_wrapper
-    from mmengine.registry import MODELS, init_default_scope
-    cfg = resolve_config(name)
-    disable_pretrained(cfg.model)
-    scope = cfg.default_scope
-    init_default_scope(scope)
-    __import__(f'{scope}.models')
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    model = revert_sync_batchnorm(model).to(args.device).train()
-    optim_cfg = cfg.optim_wrapper.copy()
-    if args.amp:
-        optim_cfg.update(type='AmpOptimWrapper', loss_scale='dynamic')
-    elif optim_cfg.get('type') == 'AmpOptimWrapper':
-        optim_cfg.type = 'OptimWrapper'
-        optim_cfg.pop('loss_scale', None)
-    optim_wrapper = build_optim_wrapper(model, optim_cfg)
-    data = batch_for(cfg, args.batch, args.det_size, args.seg_size, objects=args.objects)
+    _, model, optim_wrapper, data = build_train_step(
+        name, args.device, args.amp, args.batch, args.det_size, args.seg_size, args.objects,
+        parse_cfg_options(args.cfg_options))
     cuda = args.device.startswith('cuda')
     for _ in range(args.warmup):
         model.train_step(data, optim_wrapper)
@@ -90,6 +64,8 @@ def main():
     parser.add_argument('--seg-size', type=int, nargs=2, default=(512, 512), metavar=('W', 'H'))
     parser.add_argument('--objects', type=int, default=8)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--cfg-options', nargs='+', default=[],
+                        help='key=value overrides applied to every config')
     parser.add_argument('--out', help='also write the results as JSON here')
     args = parser.parse_args()
 

@@ -1,0 +1,67 @@
+"""Build one training step of any config (model, optimizer wrapper, synthetic batch).
+
+Shared by the training-step benchmark and profiler in ``tools/analysis``: both must time
+exactly the same step. Upstream configs are named ``mmdet::path/in/their/configs.py`` or
+``mmseg::...``.
+"""
+import os.path as osp
+
+import torch
+from mmengine.config import Config
+
+from mmmambaout.utils.cli import disable_pretrained
+from mmmambaout.utils.synthetic import batch_for
+
+
+def resolve_config(name: str) -> Config:
+    if '::' in name:
+        pkg, rel = name.split('::', 1)
+        module = __import__(pkg)
+        name = osp.join(osp.dirname(module.__file__), '.mim', 'configs', rel)
+    if not osp.isfile(name):
+        raise FileNotFoundError(f'config {name!r} not found')
+    return Config.fromfile(name)
+
+
+def build_train_step(name, device, amp=False, batch=2, det_size=(1333, 800),
+                     seg_size=(512, 512), objects=8, cfg_options=None):
+    """Return ``(cfg, model, optim_wrapper, data)``; ``model.train_step(data, optim_wrapper)``
+    runs one iteration. Pretrained init is off, SyncBN becomes BN, ``amp`` swaps in an
+    ``AmpOptimWrapper`` with dynamic loss scale (and forces it off when ``False``)."""
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import MODELS, init_default_scope
+    cfg = resolve_config(name)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    disable_pretrained(cfg.model)
+    scope = cfg.default_scope
+    init_default_scope(scope)
+    __import__(f'{scope}.models')
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model = revert_sync_batchnorm(model).to(device).train()
+    optim_cfg = cfg.optim_wrapper.copy()
+    if amp:
+        optim_cfg.update(type='AmpOptimWrapper', loss_scale='dynamic')
+    elif optim_cfg.get('type') == 'AmpOptimWrapper':
+        optim_cfg.type = 'OptimWrapper'
+        optim_cfg.pop('loss_scale', None)
+    optim_wrapper = build_optim_wrapper(model, optim_cfg)
+    data = batch_for(cfg, batch, det_size, seg_size, objects=objects)
+    return cfg, model, optim_wrapper, data
+
+
+def parse_cfg_options(pairs):
+    """``['a.b=1', 'c=x']`` -> dict, values parsed as Python literals where possible."""
+    import ast
+    out = {}
+    for pair in pairs or ():
+        if '=' not in pair:
+            raise ValueError(f'--cfg-options entries look like key=value, got {pair!r}')
+        key, value = pair.split('=', 1)
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out

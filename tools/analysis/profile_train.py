@@ -1,0 +1,132 @@
+"""Profile the training step of a config: where the time goes, on the host and the GPU.
+
+Runs warm-up iterations, then ``--iters`` iterations under ``torch.profiler`` (CPU + CUDA
+activity) and one more iteration with CUDA sync debugging on, and prints per iteration:
+wall time, GPU busy time (kernels and copies), kernel launches, host-device
+synchronisations, host-to-device copies (count, pageable bytes, time), the top operators by
+GPU time and by host time, and the Python lines that caused synchronisations.
+
+Same step as ``benchmark_train.py`` (synthetic batch, same options). Example::
+
+    python tools/analysis/profile_train.py configs/mask_rcnn_mambaout_t_1x_coco.py --amp \
+        --trace /tmp/trace.json
+"""
+import argparse
+import collections
+import os.path as osp
+import sys
+import time
+import traceback
+import warnings
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+import mmmambaout  # noqa: E402,F401
+import torch  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
+
+from mmmambaout.utils.train_step import build_train_step, parse_cfg_options  # noqa: E402
+
+SYNC_CALLS = ('cudaStreamSynchronize', 'cudaDeviceSynchronize', 'cudaEventSynchronize')
+LAUNCH_CALLS = ('cudaLaunchKernel', 'cuLaunchKernel', 'cudaLaunchKernelExC', 'cuLaunchKernelEx')
+
+
+def sync_sources(step):
+    """Run ``step`` once with CUDA sync debug warnings; count them by first non-torch frame."""
+    counts = collections.Counter()
+    torch_dir = osp.dirname(torch.__file__)
+
+    def hook(message, category, filename, lineno, file=None, line=None):
+        if 'synchronizing' not in str(message):
+            return
+        for frame in reversed(traceback.extract_stack()[:-1]):
+            if not frame.filename.startswith(torch_dir) and 'warnings' not in frame.filename:
+                counts[f'{frame.filename}:{frame.lineno} ({frame.name})'] += 1
+                return
+        counts[f'{filename}:{lineno}'] += 1
+
+    old = warnings.showwarning
+    warnings.showwarning = hook
+    torch.cuda.set_sync_debug_mode('warn')
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('always')
+            warnings.showwarning = hook
+            step()
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+        warnings.showwarning = old
+    return counts
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('config')
+    parser.add_argument('--amp', action='store_true')
+    parser.add_argument('--batch', type=int, default=2)
+    parser.add_argument('--iters', type=int, default=5)
+    parser.add_argument('--warmup', type=int, default=10)
+    parser.add_argument('--det-size', type=int, nargs=2, default=(1333, 800))
+    parser.add_argument('--seg-size', type=int, nargs=2, default=(512, 512))
+    parser.add_argument('--objects', type=int, default=8)
+    parser.add_argument('--top', type=int, default=25)
+    parser.add_argument('--cfg-options', nargs='+', default=[])
+    parser.add_argument('--trace', help='write a Chrome trace here')
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        parser.error('profiling the training step needs a CUDA device')
+
+    _, model, optim_wrapper, data = build_train_step(
+        args.config, 'cuda', args.amp, args.batch, args.det_size, args.seg_size, args.objects,
+        parse_cfg_options(args.cfg_options))
+
+    def step():
+        return model.train_step(data, optim_wrapper)
+
+    for _ in range(args.warmup):
+        step()
+    torch.cuda.synchronize()
+    print('command: python ' + ' '.join(sys.argv))
+    print(f'device: {torch.cuda.get_device_name()}; torch {torch.__version__}')
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        t0 = time.perf_counter()
+        for _ in range(args.iters):
+            step()
+        torch.cuda.synchronize()
+        wall = (time.perf_counter() - t0) / args.iters
+    if args.trace:
+        prof.export_chrome_trace(args.trace)
+
+    n = args.iters
+    table = prof.key_averages()
+    # GPU time from the per-operator self times (each kernel and copy counted once)
+    gpu_us = sum(e.self_device_time_total for e in table)
+    launches = syncs = h2d = 0
+    h2d_us = 0.
+    for e in prof.events():
+        if getattr(e, 'device_type', None) == torch.autograd.DeviceType.CUDA:
+            if 'Memcpy HtoD' in e.name:
+                h2d += 1
+                h2d_us += e.device_time
+        elif e.name in LAUNCH_CALLS:
+            launches += 1
+        elif e.name in SYNC_CALLS:
+            syncs += 1
+    print(f'\nper iteration (mean of {n}, profiler on): wall {wall * 1e3:.1f} ms, GPU busy '
+          f'{gpu_us / n / 1e3:.1f} ms ({gpu_us / n / 1e3 / (wall * 1e3) * 100:.0f}%), '
+          f'{launches / n:.0f} kernel launches, {syncs / n:.0f} synchronisations, '
+          f'{h2d / n:.0f} host-to-device copies ({h2d_us / n / 1e3:.2f} ms)')
+
+    print(f'\ntop {args.top} operators by GPU (self) time, ms per iteration:')
+    print(table.table(sort_by='self_device_time_total', row_limit=args.top, max_name_column_width=60))
+    print(f'\ntop {args.top} operators by host (self) time:')
+    print(table.table(sort_by='self_cpu_time_total', row_limit=args.top, max_name_column_width=60))
+
+    counts = sync_sources(step)
+    print(f'\nsynchronising calls in one iteration: {sum(counts.values())}, by source line:')
+    for where, c in counts.most_common(40):
+        print(f'{c:5d}  {where}')
+
+
+if __name__ == '__main__':
+    main()
