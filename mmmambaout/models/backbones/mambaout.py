@@ -36,6 +36,7 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 
 from mmmambaout.checkpoint import register_release_loader
+from mmmambaout.ops.gated_conv_mixer import gated_conv_mixer
 from mmmambaout.registry import register_model
 
 ARCH_SETTINGS = {
@@ -121,7 +122,9 @@ class GatedCNNBlock(nn.Module):
 
     ``fc1`` expands C to 2H (H = int(expansion_ratio * C)), split into the gate ``g``
     (H), an identity part ``i`` (H - C') and a conv part ``c`` (C' = conv_ratio * C);
-    ``out = fc2(GELU(g) * cat(i, dwconv7x7(c)))``.
+    ``out = fc2(GELU(g) * cat(i, dwconv7x7(c)))``. The part between ``fc1`` and ``fc2``
+    is one op (:func:`mmmambaout.ops.gated_conv_mixer`): fused kernels on CUDA when
+    ``fused`` is on, the composite PyTorch ops otherwise (same math).
     """
 
     def __init__(self,
@@ -129,40 +132,39 @@ class GatedCNNBlock(nn.Module):
                  expansion_ratio: float = 8 / 3,
                  kernel_size: int = 7,
                  conv_ratio: float = 1.0,
-                 drop_path: float = 0.):
+                 drop_path: float = 0.,
+                 fused: bool = True):
         super().__init__()
-        hidden = int(expansion_ratio * dim)
+        self.hidden = int(expansion_ratio * dim)
         conv_channels = int(conv_ratio * dim)
-        self.split_sizes = (hidden, hidden - conv_channels, conv_channels)
         self.norm = _layer_norm(dim)
-        self.fc1 = nn.Linear(dim, 2 * hidden)
-        self.act = nn.GELU()
+        self.fc1 = nn.Linear(dim, 2 * self.hidden)
         self.conv = nn.Conv2d(
             conv_channels,
             conv_channels,
             kernel_size,
             padding=kernel_size // 2,
             groups=conv_channels)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = nn.Linear(self.hidden, dim)
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.fused = fused
 
     def forward(self, x):
-        g, i, c = torch.split(self.fc1(self.norm(x)), self.split_sizes, dim=-1)
-        # One copy makes `c` dense NHWC; the depthwise conv then runs channels-last
-        # and its output is a contiguous NHWC tensor again.
-        c = self.conv(_to_nchw(c).contiguous(memory_format=torch.channels_last))
-        x_mix = self.fc2(self.act(g) * torch.cat((i, _to_nhwc(c)), dim=-1))
-        return x + self.drop_path(x_mix)
+        mix = gated_conv_mixer(self.fc1(self.norm(x)), self.conv.weight, self.conv.bias,
+                               self.hidden, backend='auto' if self.fused else 'reference')
+        return x + self.drop_path(self.fc2(mix))
 
 
 class MambaOutStage(nn.Module):
     """Optional downsample followed by ``depth`` Gated CNN blocks."""
 
-    def __init__(self, in_channels, out_channels, depth, drop_path_rates, downsample):
+    def __init__(self, in_channels, out_channels, depth, drop_path_rates, downsample,
+                 fused=True):
         super().__init__()
         self.downsample = Downsample(in_channels, out_channels) if downsample else nn.Identity()
         self.blocks = nn.Sequential(*[
-            GatedCNNBlock(out_channels, drop_path=drop_path_rates[j]) for j in range(depth)
+            GatedCNNBlock(out_channels, drop_path=drop_path_rates[j], fused=fused)
+            for j in range(depth)
         ])
         self.with_cp = False
 
@@ -193,8 +195,14 @@ class MambaOut(BaseModule):
         frozen_stages (int): ``-1`` freezes nothing, ``0`` the stem, ``k`` the stem, the
             first ``k`` stages (with their downsampling) and their output norms.
         drop_path_rate (float): stochastic depth, rising linearly over all blocks from 0.
-        with_cp (bool): checkpoint each block (torch.utils.checkpoint) whenever gradients
-            are on: less activation memory for one more forward per block.
+        with_cp (bool | Sequence[int]): checkpoint each block (torch.utils.checkpoint)
+            whenever gradients are on: less activation memory for one more forward per
+            block. A sequence of stage indices checkpoints only those stages (the first
+            stage holds the most activation memory at detection resolution).
+        fused_mixer (bool): run each block's token mixer (GELU gate, depthwise conv,
+            concatenation) as one fused op with Triton kernels on CUDA
+            (:mod:`mmmambaout.ops.gated_conv_mixer`); ``False`` uses the composite
+            PyTorch ops. Same math either way; CPU always uses the composite ops.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=..., prefix=...)``
             loads official / timm / our checkpoints, converting keys on the fly.
 
@@ -212,7 +220,8 @@ class MambaOut(BaseModule):
                  norm_out: bool = True,
                  frozen_stages: int = -1,
                  drop_path_rate: float = 0.,
-                 with_cp: bool = False,
+                 with_cp: Union[bool, Sequence[int]] = False,
+                 fused_mixer: bool = True,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         self.arch = self._parse_arch(arch)
@@ -241,7 +250,16 @@ class MambaOut(BaseModule):
         self.norm_out = norm_out
         self.frozen_stages = frozen_stages
         self.drop_path_rate = drop_path_rate
+        if isinstance(with_cp, bool):
+            cp_stages = set(range(num_stages)) if with_cp else set()
+        elif isinstance(with_cp, Sequence) and all(
+                isinstance(i, int) and -num_stages <= i < num_stages for i in with_cp):
+            cp_stages = {i % num_stages for i in with_cp}
+        else:
+            raise ValueError(f'with_cp must be a bool or a sequence of stage indices in '
+                             f'[{-num_stages}, {num_stages - 1}], got {with_cp!r}')
         self.with_cp = with_cp
+        self.fused_mixer = fused_mixer
 
         self.stem = Stem(in_channels, dims[0])
         rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
@@ -249,8 +267,9 @@ class MambaOut(BaseModule):
         for i in range(num_stages):
             start = sum(depths[:i])
             stage = MambaOutStage(dims[i - 1] if i else dims[0], dims[i], depths[i],
-                                  rates[start:start + depths[i]], downsample=i > 0)
-            stage.with_cp = with_cp
+                                  rates[start:start + depths[i]], downsample=i > 0,
+                                  fused=fused_mixer)
+            stage.with_cp = i in cp_stages
             self.stages.append(stage)
         if norm_out:
             for i in self.out_indices:

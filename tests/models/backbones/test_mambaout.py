@@ -160,6 +160,8 @@ def test_block_structure():
     (dict(out_indices=(1, -3)), 'duplicates'),
     (dict(frozen_stages=5), r'frozen_stages must be in \[-1, 4\]'),
     (dict(drop_path_rate=1.0), 'drop_path_rate'),
+    (dict(with_cp=(4, )), r'with_cp must be a bool or a sequence of stage indices in \[-4, 3\]'),
+    (dict(with_cp='yes'), 'with_cp must be a bool'),
 ])
 def test_argument_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -187,11 +189,15 @@ def test_frozen_stages():
     assert all(p.requires_grad for p in stem_only.stages.parameters())
 
 
-def test_with_cp_same_outputs_and_grads():
+@pytest.mark.parametrize('with_cp', [True, (0, ), (0, -1)])
+def test_with_cp_same_outputs_and_grads(with_cp):
     torch.manual_seed(0)
     arch = dict(depths=[2, 1, 2, 1], dims=[8, 16, 24, 32])
     ref = MambaOut(arch).train()
-    cp_model = MambaOut(arch, with_cp=True).train()
+    cp_model = MambaOut(arch, with_cp=with_cp).train()
+    expected = {True: [True] * 4, (0, ): [True, False, False, False],
+                (0, -1): [True, False, False, True]}[with_cp]
+    assert [s.with_cp for s in cp_model.stages] == expected
     cp_model.load_state_dict(ref.state_dict())
     x = torch.randn(2, 3, 45, 61)
     outs = [m(x) for m in (ref, cp_model)]
