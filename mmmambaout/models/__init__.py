@@ -1,1 +1,1 @@
-from . import backbones, heads  # noqa: F401
+from . import backbones, heads, task_modules  # noqa: F401
