@@ -83,7 +83,7 @@ def distribute_on_cpu_without_gpu(cfg):
     cfg.model_wrapper_cfg = wrapper
 
 
-def _config_dicts(node):
+def config_dicts(node):
     """Every dict in a nested config (the node itself, its values, list items, ...)."""
     if isinstance(node, dict):
         yield node
@@ -93,11 +93,11 @@ def _config_dicts(node):
     else:
         return
     for child in children:
-        yield from _config_dicts(child)
+        yield from config_dicts(child)
 
 
 def _replace_sync_bn(model_cfg):
-    for node in _config_dicts(model_cfg):
+    for node in config_dicts(model_cfg):
         if node.get('type') == 'SyncBN':
             node['type'] = 'BN'
 
@@ -156,7 +156,7 @@ def _append_test_metric(cfg, metric):
 
 def disable_pretrained(model_cfg):
     """Remove every Pretrained init and ``pretrained=`` so nothing is downloaded."""
-    for node in _config_dicts(model_cfg):
+    for node in config_dicts(model_cfg):
         init_cfg = node.get('init_cfg')
         if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
             node['init_cfg'] = None

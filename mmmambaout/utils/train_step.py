@@ -9,6 +9,7 @@ import os.path as osp
 import torch
 from mmengine.config import Config
 
+from mmmambaout.engine.train_speedups import apply_train_speedups
 from mmmambaout.utils.cli import disable_pretrained
 from mmmambaout.utils.synthetic import batch_for
 
@@ -25,15 +26,21 @@ def resolve_config(name: str) -> Config:
 
 def build_train_step(name, device, amp=False, batch=2, det_size=(1333, 800),
                      seg_size=(512, 512), objects=8, cfg_options=None):
-    """Return ``(cfg, model, optim_wrapper, data)``; ``model.train_step(data, optim_wrapper)``
-    runs one iteration. Pretrained init is off, SyncBN becomes BN, ``amp`` swaps in an
+    """``name`` is a config, optionally with overrides after ``#``
+    (``configs/x.py#train_speedups=False``, comma-separated). Return ``(cfg, model, optim_wrapper, data)``; ``model.train_step(data, optim_wrapper)``
+    runs one iteration. ``train_speedups`` is applied as tools/train.py does; pretrained
+    init is off, SyncBN becomes BN, ``amp`` swaps in an
     ``AmpOptimWrapper`` with dynamic loss scale (and forces it off when ``False``)."""
     from mmengine.model import revert_sync_batchnorm
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import MODELS, init_default_scope
+    name, _, overrides = name.partition('#')
     cfg = resolve_config(name)
+    cfg_options = dict(cfg_options or {})
+    cfg_options.update(parse_cfg_options(overrides.split(',') if overrides else []))
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    apply_train_speedups(cfg)
     disable_pretrained(cfg.model)
     scope = cfg.default_scope
     init_default_scope(scope)

@@ -93,19 +93,30 @@ def test_triton_matches_reference_cuda(dtype, tol, shape, hidden, conv_channels)
 
 @cuda
 def test_backbone_fused_matches_composite_cuda():
+    """fp32 (TF32 off): relative L2 1e-4 on outputs and parameter gradients; bf16 autocast:
+    3e-2 (the fused gate rounds once, the composite ops three times)."""
     torch.manual_seed(0)
     arch = dict(depths=[2, 1, 2, 1], dims=[32, 48, 64, 96])
     fused = MambaOut(arch, fused_mixer=True).cuda().train()
     plain = MambaOut(arch, fused_mixer=False).cuda().train()
     plain.load_state_dict(fused.state_dict())
     x = torch.randn(2, 3, 97, 131, device='cuda')
-    for dtype, tol in ((None, 1e-5), (torch.bfloat16, 2e-2)):
-        results = []
-        for m in (plain, fused):
-            m.zero_grad()
-            with torch.autocast('cuda', dtype=dtype or torch.float32, enabled=dtype is not None):
-                outs = m(x)
-            sum((o.float() ** 2).mean() for o in outs).backward()
-            results.append([o.float() for o in outs] + [p.grad.clone() for p in m.parameters()])
-        for r, f in zip(*results):
-            assert rel(f, r) < tol
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        for dtype, tol in ((None, 1e-4), (torch.bfloat16, 3e-2)):
+            results, proj = [], None
+            for m in (plain, fused):
+                m.zero_grad()
+                with torch.autocast('cuda', dtype=dtype or torch.float32,
+                                    enabled=dtype is not None):
+                    outs = m(x)
+                if proj is None:  # a fixed random projection: gradients of order one
+                    proj = [torch.randn(o.shape, device='cuda') for o in outs]
+                sum((o.float() * p).sum() for o, p in zip(outs, proj)).backward()
+                results.append([o.float() for o in outs] +
+                               [p.grad.clone() for p in m.parameters()])
+            for r, f in zip(*results):
+                assert rel(f, r) < tol, (dtype, rel(f, r))
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32

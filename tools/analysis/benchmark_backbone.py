@@ -8,7 +8,11 @@ medians are reported. Examples::
 
     python tools/analysis/benchmark_backbone.py --arch tiny --size 320 320 --batch 2 --iters 10
     python tools/analysis/benchmark_backbone.py --arch tiny --size 800 1280 --batch 2 \
-        --device cuda --dtype bf16 --iters 50
+        --device cuda --dtype bf16 --iters 50 [--cuda-graph]
+
+``--cuda-graph`` times CUDA-graph replays of each model's forward+backward: the GPU time
+alone. Eager timings on a GPU this fast are partly host-bound (Python and kernel-launch
+overhead of ~20 small ops per block), so they also measure the host CPU.
 """
 import argparse
 import platform
@@ -30,6 +34,9 @@ def parse_args(argv=None):
                    help='bf16/fp16: autocast (AMP), weights stay fp32')
     p.add_argument('--compile', action='store_true',
                    help='torch.compile every block of both models')
+    p.add_argument('--cuda-graph', action='store_true',
+                   help='capture each forward+backward in a CUDA graph and time its replays: '
+                        'GPU time without the host (Python, launch) overhead of either model')
     p.add_argument('--iters', type=int, default=10, help='timed iterations per model')
     p.add_argument('--warmup', type=int, default=3)
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
@@ -95,11 +102,27 @@ def main(argv=None):
         diff = (ours(x)[-1].float() - ref.forward_features(x).permute(0, 3, 1, 2).float())
     print(f'max |ours - timm| on the features: {diff.abs().max().item():.3g}')
 
+    run = {True: lambda: step(ours, True), False: lambda: step(ref, False)}
+    if args.cuda_graph:
+        if not cuda:
+            raise SystemExit('--cuda-graph needs a CUDA device')
+        for is_ours in (True, False):
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):  # warm-up outside the capture (cuDNN, Triton)
+                for _ in range(3):
+                    run[is_ours]()
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                run[is_ours]()
+            run[is_ours] = graph.replay
+
     def timed(model, is_ours):
         if cuda:
             torch.cuda.synchronize(device)
         t, c = time.perf_counter(), time.process_time()
-        step(model, is_ours)
+        run[is_ours]()
         if cuda:
             torch.cuda.synchronize(device)
         cpu_times[is_ours].append((time.process_time() - c) * 1000)
@@ -126,7 +149,7 @@ def main(argv=None):
             peak[is_ours] = torch.cuda.max_memory_allocated(device) / 2**20
     med_ours, med_ref = statistics.median(times[True]), statistics.median(times[False])
     print(f'arch {args.arch}, input {args.batch}x3x{args.size[0]}x{args.size[1]}, '
-          f'dtype {args.dtype}, compile {args.compile}, iters {args.iters} '
+          f'dtype {args.dtype}, compile {args.compile}, cuda graph {args.cuda_graph}, iters {args.iters} '
           f'(warmup {args.warmup}), cudnn.benchmark {args.cudnn_benchmark}, forward+backward, '
           'median ms:')
     for label, is_ours, med in (('ours', True, med_ours), ('timm', False, med_ref)):

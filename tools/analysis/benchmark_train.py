@@ -5,7 +5,9 @@ image (detection) or a random label map (segmentation); pretrained init switched
 SyncBN reverted to BN. Warm-up iterations, then timed ones; prints s/iter, img/s and
 peak memory per config, with the exact command, device and versions.
 
-Upstream configs are named ``mmdet::path/in/their/configs.py`` or ``mmseg::...``.
+Upstream configs are named ``mmdet::path/in/their/configs.py`` or ``mmseg::...``; a
+config may carry its own overrides after ``#``, e.g. our config without its speed-ups:
+``configs/mask_rcnn_mambaout_t_1x_coco.py#train_speedups=False``.
 
 Example (the table in README.md):
     python tools/analysis/benchmark_train.py configs/mask_rcnn_mambaout_t_1x_coco.py \

@@ -99,12 +99,15 @@ def main():
 
     n = args.iters
     table = prof.key_averages()
-    # GPU time from the per-operator self times (each kernel and copy counted once)
-    gpu_us = sum(e.self_device_time_total for e in table)
     launches = syncs = h2d = 0
     h2d_us = 0.
+    spans = []
     for e in prof.events():
         if getattr(e, 'device_type', None) == torch.autograd.DeviceType.CUDA:
+            # user annotations (e.g. 'Optimizer.step#AdamW.step') span idle gaps too
+            if getattr(e, 'is_user_annotation', False) or e.name.startswith('Optimizer.'):
+                continue
+            spans.append((e.time_range.start, e.time_range.end))
             if 'Memcpy HtoD' in e.name:
                 h2d += 1
                 h2d_us += e.device_time
@@ -112,14 +115,21 @@ def main():
             launches += 1
         elif e.name in SYNC_CALLS:
             syncs += 1
+    gpu_us = 0.   # union of kernel / copy intervals: time the GPU had work
+    end = float('-inf')
+    for a, b in sorted(spans):
+        if b > end:
+            gpu_us += b - max(a, end)
+            end = b
     print(f'\nper iteration (mean of {n}, profiler on): wall {wall * 1e3:.1f} ms, GPU busy '
           f'{gpu_us / n / 1e3:.1f} ms ({gpu_us / n / 1e3 / (wall * 1e3) * 100:.0f}%), '
           f'{launches / n:.0f} kernel launches, {syncs / n:.0f} synchronisations, '
           f'{h2d / n:.0f} host-to-device copies ({h2d_us / n / 1e3:.2f} ms)')
 
-    print(f'\ntop {args.top} operators by GPU (self) time, ms per iteration:')
+    print(f'\ntop {args.top} operators by GPU (self) time, totals over {n} iterations '
+          '(user-annotation rows such as Optimizer.step include idle time):')
     print(table.table(sort_by='self_device_time_total', row_limit=args.top, max_name_column_width=60))
-    print(f'\ntop {args.top} operators by host (self) time:')
+    print(f'\ntop {args.top} operators by host (self) time, totals over {n} iterations:')
     print(table.table(sort_by='self_cpu_time_total', row_limit=args.top, max_name_column_width=60))
 
     counts = sync_sources(step)

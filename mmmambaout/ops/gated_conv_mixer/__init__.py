@@ -102,11 +102,12 @@ class _GatedConvMixer(torch.autograd.Function):
         _, _, nc = _split_sizes(y, weight, hidden)
         impl = _gate_impl(y.device)
         y = y.contiguous()
-        with torch.autocast(y.device.type, enabled=False):
-            w = weight.to(y.dtype)
-            b = bias.to(y.dtype) if bias is not None else None
-            conv = _dwconv(y[..., 2 * hidden - nc:], w, b)
-            out = impl.forward(y, conv, hidden)
+        # conv weights in y's dtype, as autocast would give them (no autocast context
+        # here: entering one costs host time on every block)
+        w = weight.to(y.dtype)
+        b = bias.to(y.dtype) if bias is not None else None
+        conv = _dwconv(y[..., 2 * hidden - nc:], w, b)
+        out = impl.forward(y, conv, hidden)
         ctx.save_for_backward(y, conv, weight)
         ctx.hidden, ctx.has_bias = hidden, bias is not None
         ctx.bias_dtype = bias.dtype if bias is not None else None

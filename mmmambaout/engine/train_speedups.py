@@ -1,0 +1,56 @@
+"""Training speed-ups that keep the model's math, behind one config key.
+
+Our detection and segmentation configs set ``train_speedups = True``; our tools
+(``tools/train.py`` and the benchmark / profiler in ``tools/analysis``) call
+:func:`apply_train_speedups` on the config before building anything, and
+``--cfg-options train_speedups=False`` gives the stock path for comparison. With the key
+on:
+
+* MambaOut blocks run their token mixer as one fused op (Triton on CUDA;
+  ``backbone.fused_mixer``); off, the composite PyTorch ops.
+* ``MaxIoUAssigner`` / ``RandomSampler`` become ``SyncFreeMaxIoUAssigner`` /
+  ``SyncFreeRandomSampler``: identical assignments and, on the CPU with the same seed,
+  identical samples, without most of the host-device synchronisations.
+* ``FCNMaskHead`` becomes ``OnDeviceTargetFCNMaskHead``: the same mask targets, computed
+  without the four host-device round trips of mmdet's ``mask_target``.
+* On CUDA, Adam / AdamW / SGD use PyTorch's fused (multi-tensor, single-kernel) step,
+  which also lets the AMP loss scaler skip its host-side inf check.
+
+A config without the key (mmdet's or mmseg's own) is left unchanged.
+"""
+import torch
+
+from mmmambaout.utils.cli import config_dicts
+
+KEY = 'train_speedups'
+SWAPPED_TYPES = {
+    'MaxIoUAssigner': 'SyncFreeMaxIoUAssigner',
+    'RandomSampler': 'SyncFreeRandomSampler',
+    'FCNMaskHead': 'OnDeviceTargetFCNMaskHead',
+}
+FUSED_OPTIMIZERS = ('Adam', 'AdamW', 'SGD')
+
+
+def apply_train_speedups(cfg) -> list:
+    """Apply (or explicitly switch off) the speed-ups per ``cfg.train_speedups``;
+    return a list of human-readable changes."""
+    if KEY not in cfg:
+        return []
+    enabled = cfg[KEY]
+    if not isinstance(enabled, bool):
+        raise TypeError(f'{KEY} must be True or False, got {enabled!r}')
+    changes = []
+    for node in config_dicts(cfg.get('model', {})):
+        if node.get('type') == 'MambaOut':
+            node['fused_mixer'] = enabled
+            changes.append(f'MambaOut fused_mixer={enabled}')
+        elif enabled and node.get('type') in SWAPPED_TYPES:
+            old = node['type']
+            node['type'] = SWAPPED_TYPES[old]
+            changes.append(f'{old} -> {node["type"]}')
+    optimizer = cfg.get('optim_wrapper', {}).get('optimizer', {})
+    if (enabled and torch.cuda.is_available() and optimizer.get('type') in FUSED_OPTIMIZERS
+            and 'fused' not in optimizer and 'foreach' not in optimizer):
+        optimizer['fused'] = True
+        changes.append(f'{optimizer["type"]} fused=True')
+    return sorted(set(changes))

@@ -1,0 +1,78 @@
+"""train_speedups: what the key changes, and that the losses and gradients of a fixed
+batch are exactly those of the stock path (CPU, fp32, same seed: bitwise equal)."""
+import pytest
+import torch
+
+from mmmambaout.engine.train_speedups import apply_train_speedups
+from mmmambaout.utils.cli import config_dicts
+from mmmambaout.utils.train_step import build_train_step, resolve_config
+
+DET = 'configs/mask_rcnn_mambaout_t_1x_coco.py'
+SEG = 'configs/upernet_mambaout_t_160k_ade20k.py'
+
+
+def types_in(cfg):
+    return {node.get('type') for node in config_dicts(cfg.model)}
+
+
+def test_on_by_default_in_our_configs():
+    cfg = resolve_config(DET)
+    assert cfg.train_speedups is True
+    changes = apply_train_speedups(cfg)
+    assert 'MaxIoUAssigner -> SyncFreeMaxIoUAssigner' in changes
+    assert 'RandomSampler -> SyncFreeRandomSampler' in changes
+    assert cfg.model.backbone.fused_mixer is True
+    assert {'MaxIoUAssigner', 'RandomSampler'}.isdisjoint(types_in(cfg))
+    seg = resolve_config(SEG)
+    fused_adamw = ['AdamW fused=True'] if torch.cuda.is_available() else []
+    assert apply_train_speedups(seg) == fused_adamw + ['MambaOut fused_mixer=True']
+    assert seg.optim_wrapper.optimizer.get('fused', False) == torch.cuda.is_available()
+
+
+def test_one_key_switches_everything_off():
+    cfg = resolve_config(DET)
+    cfg.merge_from_dict({'train_speedups': False})
+    assert apply_train_speedups(cfg) == ['MambaOut fused_mixer=False']
+    assert cfg.model.backbone.fused_mixer is False
+    assert {'MaxIoUAssigner', 'RandomSampler'} <= types_in(cfg)
+    assert 'fused' not in cfg.optim_wrapper.optimizer
+
+
+def test_stock_configs_untouched_and_bad_value():
+    cfg = resolve_config('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py')
+    before = cfg.to_dict()
+    assert apply_train_speedups(cfg) == [] and cfg.to_dict() == before
+    cfg = resolve_config(DET)
+    cfg.train_speedups = 'yes'
+    with pytest.raises(TypeError, match='train_speedups must be True or False'):
+        apply_train_speedups(cfg)
+
+
+def loss_and_grads(flag, state=None):
+    _, model, _, data = build_train_step(
+        'configs/demo/mask_rcnn_mambaout_demo.py', 'cpu', det_size=(160, 128), objects=4,
+        cfg_options={'train_speedups': flag, 'model.backbone.drop_path_rate': 0.1})
+    if state is not None:
+        model.load_state_dict(state)
+    torch.manual_seed(123)   # drop path and both samplers draw from the same stream
+    batch = model.data_preprocessor(data, True)
+    losses = model(**batch, mode='loss')
+    total, _ = model.parse_losses(losses)
+    total.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return model, {k: v for k, v in losses.items()}, grads
+
+
+def test_losses_and_grads_equal_stock_path_exactly():
+    stock, stock_losses, stock_grads = loss_and_grads(False)
+    _, fast_losses, fast_grads = loss_and_grads(True, stock.state_dict())
+    assert stock_losses.keys() == fast_losses.keys()
+    for k in stock_losses:
+        a, b = stock_losses[k], fast_losses[k]
+        if isinstance(a, (list, tuple)):
+            assert all(torch.equal(x, y) for x, y in zip(a, b)), k
+        else:
+            assert torch.equal(a, b), k
+    assert stock_grads.keys() == fast_grads.keys()
+    for n in stock_grads:
+        assert torch.equal(stock_grads[n], fast_grads[n]), n
