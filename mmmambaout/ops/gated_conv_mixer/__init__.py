@@ -108,15 +108,15 @@ class _GatedConvMixer(torch.autograd.Function):
         b = bias.to(y.dtype) if bias is not None else None
         conv = _dwconv(y[..., 2 * hidden - nc:], w, b)
         out = impl.forward(y, conv, hidden)
-        ctx.save_for_backward(y, conv, weight)
-        ctx.hidden, ctx.has_bias = hidden, bias is not None
+        ctx.save_for_backward(y, conv, w)
+        ctx.hidden, ctx.has_bias, ctx.weight_dtype = hidden, bias is not None, weight.dtype
         ctx.bias_dtype = bias.dtype if bias is not None else None
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        y, conv, weight = ctx.saved_tensors
-        hidden, nc = ctx.hidden, weight.shape[0]
+        y, conv, w = ctx.saved_tensors
+        hidden, nc = ctx.hidden, w.shape[0]
         impl = _gate_impl(y.device)
         dy = torch.empty_like(y)
         dconv = torch.empty_like(conv)
@@ -124,15 +124,15 @@ class _GatedConvMixer(torch.autograd.Function):
         # the conv input is re-read from y (a strided slice) instead of saving a copy
         c = y[..., 2 * hidden - nc:].permute(0, 3, 1, 2).contiguous(
             memory_format=torch.channels_last)
-        pad = weight.shape[-1] // 2
+        pad = w.shape[-1] // 2
         dc, dw, db = torch.ops.aten.convolution_backward(
-            dconv.permute(0, 3, 1, 2), c, weight.to(y.dtype), [nc] if ctx.has_bias else None,
+            dconv.permute(0, 3, 1, 2), c, w, [nc] if ctx.has_bias else None,
             [1, 1], [pad, pad], [1, 1], False, [0, 0], nc,
             [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias])
         if ctx.needs_input_grad[0]:
             dy[..., 2 * hidden - nc:] = dc.permute(0, 2, 3, 1)
         return (dy if ctx.needs_input_grad[0] else None,
-                dw.to(weight.dtype) if dw is not None else None,
+                dw.to(ctx.weight_dtype) if dw is not None else None,
                 db.to(ctx.bias_dtype) if ctx.has_bias and db is not None else None, None)
 
 
