@@ -3,8 +3,10 @@
 Runs warm-up iterations, then ``--iters`` iterations under ``torch.profiler`` (CPU + CUDA
 activity) and one more iteration with CUDA sync debugging on, and prints per iteration:
 wall time, GPU busy time (kernels and copies), kernel launches, host-device
-synchronisations, host-to-device copies (count, pageable bytes, time), the top operators by
-GPU time and by host time, and the Python lines that caused synchronisations.
+synchronisations, host-to-device copies (count, time), host and GPU time per phase of the
+step (data preprocessor, backbone + neck, RPN, RoI head / decode heads, backward,
+optimizer step), the top operators by GPU time and by host time, and the Python lines
+that caused synchronisations. ``--device cpu`` gives the host-side part only.
 
 Same step as ``benchmark_train.py`` (synthetic batch, same options). Example::
 
@@ -23,7 +25,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import mmmambaout  # noqa: E402,F401
 import torch  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
+from torch.profiler import ProfilerActivity, profile, record_function  # noqa: E402
 
 from mmmambaout.utils.train_step import build_train_step, parse_cfg_options  # noqa: E402
 
@@ -59,6 +61,52 @@ def sync_sources(step):
     return counts
 
 
+# (attribute path, phase name): the parts of a detector / segmentor training step
+PHASES = (
+    ('data_preprocessor.forward', 'data preprocessor'),
+    ('extract_feat', 'backbone + neck forward'),
+    ('rpn_head.loss_and_predict', 'RPN targets, loss, proposals'),
+    ('roi_head.loss', 'RoI head targets and loss'),
+    ('decode_head.loss', 'decode head loss'),
+    ('auxiliary_head.loss', 'auxiliary head loss'),
+)
+OPTIM_PHASES = (('backward', 'backward (all)'), ('step', 'optimizer step'))
+
+
+def _wrap(obj, attr, label):
+    fn = getattr(obj, attr)
+
+    def wrapped(*args, **kwargs):
+        with record_function(f'phase: {label}'):
+            return fn(*args, **kwargs)
+
+    setattr(obj, attr, wrapped)
+
+
+def mark_phases(model, optim_wrapper):
+    """Wrap the step's parts (those the model has) in named profiler ranges."""
+    for path, label in PHASES:
+        owner, _, attr = ('model.' + path).rpartition('.')
+        obj = model
+        for part in owner.split('.')[1:]:
+            obj = getattr(obj, part, None)
+        if obj is not None and hasattr(obj, attr):
+            _wrap(obj, attr, label)
+    for attr, label in OPTIM_PHASES:
+        _wrap(optim_wrapper, attr, label)
+
+
+def phase_table(table, n):
+    rows = [e for e in table if e.key.startswith('phase: ')]
+    order = [label for _, label in PHASES + OPTIM_PHASES]
+    rows.sort(key=lambda e: order.index(e.key[len('phase: '):]))
+    lines = ['| phase | host ms | GPU ms (kernels it launched) |', '|---|---|---|']
+    for e in rows:
+        lines.append(f'| {e.key[len("phase: "):]} | {e.cpu_time_total / n / 1e3:.1f} | '
+                     f'{e.device_time_total / n / 1e3:.1f} |')
+    return '\n'.join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('config')
@@ -72,27 +120,38 @@ def main():
     parser.add_argument('--top', type=int, default=25)
     parser.add_argument('--cfg-options', nargs='+', default=[])
     parser.add_argument('--trace', help='write a Chrome trace here')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
+                        help='cpu: host-side profile only (no GPU time, no sync count)')
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        parser.error('profiling the training step needs a CUDA device')
+    cuda = args.device.startswith('cuda')
+    if cuda and not torch.cuda.is_available():
+        parser.error('no CUDA device: use --device cpu for a host-side profile')
 
     _, model, optim_wrapper, data = build_train_step(
-        args.config, 'cuda', args.amp, args.batch, args.det_size, args.seg_size, args.objects,
+        args.config, args.device, args.amp, args.batch, args.det_size, args.seg_size, args.objects,
         parse_cfg_options(args.cfg_options))
+
+    mark_phases(model, optim_wrapper)
 
     def step():
         return model.train_step(data, optim_wrapper)
 
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
     for _ in range(args.warmup):
         step()
-    torch.cuda.synchronize()
+    sync()
     print('command: python ' + ' '.join(sys.argv))
-    print(f'device: {torch.cuda.get_device_name()}; torch {torch.__version__}')
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    name = torch.cuda.get_device_name() if cuda else 'cpu'
+    print(f'device: {name}; torch {torch.__version__}')
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
         t0 = time.perf_counter()
         for _ in range(args.iters):
             step()
-        torch.cuda.synchronize()
+        sync()
         wall = (time.perf_counter() - t0) / args.iters
     if args.trace:
         prof.export_chrome_trace(args.trace)
@@ -121,17 +180,26 @@ def main():
         if b > end:
             gpu_us += b - max(a, end)
             end = b
-    print(f'\nper iteration (mean of {n}, profiler on): wall {wall * 1e3:.1f} ms, GPU busy '
-          f'{gpu_us / n / 1e3:.1f} ms ({gpu_us / n / 1e3 / (wall * 1e3) * 100:.0f}%), '
-          f'{launches / n:.0f} kernel launches, {syncs / n:.0f} synchronisations, '
-          f'{h2d / n:.0f} host-to-device copies ({h2d_us / n / 1e3:.2f} ms)')
+    gpu_line = (f', GPU busy {gpu_us / n / 1e3:.1f} ms '
+                f'({gpu_us / n / 1e3 / (wall * 1e3) * 100:.0f}%), {launches / n:.0f} kernel '
+                f'launches, {syncs / n:.0f} synchronisations, {h2d / n:.0f} host-to-device '
+                f'copies ({h2d_us / n / 1e3:.2f} ms)' if cuda else '')
+    print(f'\nper iteration (mean of {n}, profiler on): wall {wall * 1e3:.1f} ms{gpu_line}')
 
-    print(f'\ntop {args.top} operators by GPU (self) time, totals over {n} iterations '
+    print(f'\nthe step by phase, per iteration (profiler on; host ms include the time the '
+          'host waited in synchronisations):')
+    print(phase_table(table, n))
+
+    if cuda:
+        print(f'\ntop {args.top} operators by GPU (self) time, totals over {n} iterations '
           '(user-annotation rows such as Optimizer.step include idle time):')
-    print(table.table(sort_by='self_device_time_total', row_limit=args.top, max_name_column_width=60))
+        print(table.table(sort_by='self_device_time_total', row_limit=args.top,
+                          max_name_column_width=60))
     print(f'\ntop {args.top} operators by host (self) time, totals over {n} iterations:')
     print(table.table(sort_by='self_cpu_time_total', row_limit=args.top, max_name_column_width=60))
 
+    if not cuda:
+        return
     counts = sync_sources(step)
     print(f'\nsynchronising calls in one iteration: {sum(counts.values())}, by source line:')
     for where, c in counts.most_common(40):
