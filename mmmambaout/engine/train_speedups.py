@@ -11,6 +11,8 @@ on:
 * ``MaxIoUAssigner`` / ``RandomSampler`` become ``SyncFreeMaxIoUAssigner`` /
   ``SyncFreeRandomSampler``: identical assignments and, on the CPU with the same seed,
   identical samples, without most of the host-device synchronisations.
+* ``AnchorGenerator`` becomes ``CachedAnchorGenerator``: grid anchors computed once per
+  feature-map size instead of on every call (each rebuild synchronises once per level).
 * ``FCNMaskHead`` becomes ``OnDeviceTargetFCNMaskHead``: the same mask targets, computed
   without the four host-device round trips of mmdet's ``mask_target``.
 * On CUDA, Adam / AdamW / SGD use PyTorch's fused (multi-tensor, single-kernel) step,
@@ -27,6 +29,7 @@ SWAPPED_TYPES = {
     'MaxIoUAssigner': 'SyncFreeMaxIoUAssigner',
     'RandomSampler': 'SyncFreeRandomSampler',
     'FCNMaskHead': 'OnDeviceTargetFCNMaskHead',
+    'AnchorGenerator': 'CachedAnchorGenerator',
 }
 FUSED_OPTIMIZERS = ('Adam', 'AdamW', 'SGD')
 
