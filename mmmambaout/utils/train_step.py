@@ -6,7 +6,6 @@ exactly the same step. Upstream configs are named ``mmdet::path/in/their/configs
 """
 import os.path as osp
 
-import torch
 from mmengine.config import Config
 
 from mmmambaout.engine.train_speedups import apply_train_speedups

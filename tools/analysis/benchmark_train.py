@@ -81,7 +81,7 @@ def main():
     print(f'batch {args.batch}, {args.warmup} warm-up + {args.iters} timed iterations (median), '
           f'amp={args.amp}')
     rows = []
-    print(f'| config | params (M) | s/iter | img/s | peak GiB | losses finite |\n|---|---|---|---|---|---|')
+    print('| config | params (M) | s/iter | img/s | peak GiB | losses finite |\n|---|---|---|---|---|---|')
     for name in args.configs:
         r = benchmark(name, args)
         rows.append(r)

@@ -186,7 +186,7 @@ def main():
                 f'copies ({h2d_us / n / 1e3:.2f} ms)' if cuda else '')
     print(f'\nper iteration (mean of {n}, profiler on): wall {wall * 1e3:.1f} ms{gpu_line}')
 
-    print(f'\nthe step by phase, per iteration (profiler on; host ms include the time the '
+    print('\nthe step by phase, per iteration (profiler on; host ms include the time the '
           'host waited in synchronisations):')
     print(phase_table(table, n))
 
