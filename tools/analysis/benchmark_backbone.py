@@ -34,6 +34,8 @@ def parse_args(argv=None):
                    help='bf16/fp16: autocast (AMP), weights stay fp32')
     p.add_argument('--compile', action='store_true',
                    help='torch.compile every block of both models')
+    p.add_argument('--fused-mixer', action=argparse.BooleanOptionalAction, default=True,
+                   help="our blocks' fused token mixer (MambaOut fused_mixer; CUDA only)")
     p.add_argument('--cuda-graph', action='store_true',
                    help='capture each forward+backward in a CUDA graph and time its replays: '
                         'GPU time without the host (Python, launch) overhead of either model')
@@ -45,12 +47,12 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def build_models(arch, device):
+def build_models(arch, device, fused_mixer=True):
     import timm
 
     from mmmambaout.models.backbones.mambaout import MambaOut, checkpoint_filter_fn
     ref = timm.create_model(f'mambaout_{arch}', num_classes=0)
-    ours = MambaOut(arch, out_indices=(3, ), norm_out=False)
+    ours = MambaOut(arch, out_indices=(3, ), norm_out=False, fused_mixer=fused_mixer)
     ours.init_weights()
     state = {k: v for k, v in checkpoint_filter_fn(ref.state_dict()).items()
              if not k.startswith('head.')}
@@ -83,7 +85,7 @@ def main(argv=None):
         print(f'cuda {torch.version.cuda}, cudnn {torch.backends.cudnn.version()}')
 
     torch.manual_seed(0)
-    ours, ref = build_models(args.arch, device)
+    ours, ref = build_models(args.arch, device, args.fused_mixer)
     if args.compile:
         for b in blocks_of(ours) + blocks_of(ref):
             b.compile()
@@ -149,7 +151,8 @@ def main(argv=None):
             peak[is_ours] = torch.cuda.max_memory_allocated(device) / 2**20
     med_ours, med_ref = statistics.median(times[True]), statistics.median(times[False])
     print(f'arch {args.arch}, input {args.batch}x3x{args.size[0]}x{args.size[1]}, '
-          f'dtype {args.dtype}, compile {args.compile}, cuda graph {args.cuda_graph}, iters {args.iters} '
+          f'dtype {args.dtype}, fused mixer {args.fused_mixer}, compile {args.compile}, '
+          f'cuda graph {args.cuda_graph}, iters {args.iters} '
           f'(warmup {args.warmup}), cudnn.benchmark {args.cudnn_benchmark}, forward+backward, '
           'median ms:')
     for label, is_ours, med in (('ours', True, med_ours), ('timm', False, med_ref)):
