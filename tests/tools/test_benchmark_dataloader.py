@@ -14,14 +14,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = 'tools/analysis/benchmark_dataloader.py'
 
 
-@pytest.fixture(scope='module')
-def coco_root(tmp_path_factory):
-    sys.path.insert(0, str(ROOT))
-    from mmmambaout.datasets.demo_data import make_coco_demo
-    root = tmp_path_factory.mktemp('demo')
-    return make_coco_demo(root, num_train=8, num_val=1, seed=0)['data_root']
-
-
 def run(args):
     env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
     return subprocess.run([sys.executable, SCRIPT, *args], cwd=ROOT, capture_output=True,

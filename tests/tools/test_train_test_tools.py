@@ -1,7 +1,6 @@
 """tools/train.py, tools/test.py and tools/dist_train.sh end to end on CPU, on a small
 generated ADE20K-layout dataset: dataset errors, 2-process training, kill and resume."""
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -9,18 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = 'configs/demo/upernet_mambaout_demo.py'
-
-
-@pytest.fixture(scope='module')
-def ade_root(tmp_path_factory):
-    sys.path.insert(0, str(ROOT))
-    from mmmambaout.datasets.demo_data import make_ade_demo
-    root = tmp_path_factory.mktemp('demo')
-    return make_ade_demo(root, num_train=8, num_val=2, seed=0)['data_root']
 
 
 def small_run_options(data_root, max_iters, ckpt_interval):
