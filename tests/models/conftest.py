@@ -1,7 +1,9 @@
+import logging
 import re
 
 import pytest
 import torch
+from mmengine.logging import MMLogger
 
 
 @pytest.fixture(scope='module')
@@ -31,3 +33,26 @@ def _timm_to_official_key(k):
 def femto_official_state_dict(timm_femto):
     """``timm_femto``'s weights under the official release's key names."""
     return {_timm_to_official_key(k): v for k, v in timm_femto.state_dict().items()}
+
+
+class _Capture(logging.Handler):
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    def text(self, level=logging.WARNING):
+        return '\n'.join(r.getMessage() for r in self.records if r.levelno >= level)
+
+
+@pytest.fixture
+def log():
+    """What the mmengine logger printed during the test (``log.text(level)``)."""
+    logger = MMLogger.get_current_instance()
+    handler = _Capture()
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)

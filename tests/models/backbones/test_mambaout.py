@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from mmengine.logging import MMLogger
 
 import mmmambaout  # noqa: F401  (registers the models)
 from mmmambaout.models.backbones.mambaout import (ARCH_SETTINGS, MambaOut,
@@ -238,28 +237,6 @@ def test_registered(registry):
 
 
 # -- pretrained loading ------------------------------------------------------------------
-class _Capture(logging.Handler):
-
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.records = []
-
-    def emit(self, record):
-        self.records.append(record)
-
-    def text(self, level=logging.WARNING):
-        return '\n'.join(r.getMessage() for r in self.records if r.levelno >= level)
-
-
-@pytest.fixture
-def log():
-    logger = MMLogger.get_current_instance()
-    handler = _Capture()
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
-
-
 _TIMM_FEATS = {}
 
 

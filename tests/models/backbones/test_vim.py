@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
-from mmengine.logging import MMLogger
 from mmengine.optim import OptimWrapper
 
 import mmmambaout  # noqa: F401  (mmcv op backend + registrations)
@@ -203,28 +202,6 @@ def test_resize_pos_embed_keeps_middle_cls_slot():
     torch.testing.assert_close(torch.cat((out[:, :27], out[:, 28:]), 1),
                                torch.ones(1, 54, dim))
     assert resize_pos_embed(pos, (14, 14), (14, 14)) is pos
-
-
-class _Capture(logging.Handler):
-
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.records = []
-
-    def emit(self, record):
-        self.records.append(record)
-
-    def text(self, level=logging.WARNING):
-        return '\n'.join(r.getMessage() for r in self.records if r.levelno >= level)
-
-
-@pytest.fixture
-def log():
-    logger = MMLogger.get_current_instance()
-    handler = _Capture()
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
 
 
 @pytest.fixture(scope='module')
