@@ -31,10 +31,10 @@ import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmengine.logging import print_log
-from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 
 from mmmambaout.checkpoint import register_release_loader
+from mmmambaout.models.backbones.base import ArchBackbone
 from mmmambaout.ops.gated_conv_mixer import gated_conv_mixer
 from mmmambaout.registry import register_model
 
@@ -178,7 +178,7 @@ class MambaOutStage(nn.Module):
 
 
 @register_model
-class MambaOut(BaseModule):
+class MambaOut(ArchBackbone):
     """MambaOut backbone (stem + 4 stages of Gated CNN blocks).
 
     Args:
@@ -211,6 +211,8 @@ class MambaOut(BaseModule):
     """
 
     arch_settings = ARCH_SETTINGS
+    arch_aliases = ARCH_ALIASES
+    custom_arch_keys = "'depths' and 'dims'"
 
     def __init__(self,
                  arch: Union[str, dict] = 'tiny',
@@ -278,16 +280,7 @@ class MambaOut(BaseModule):
 
     @classmethod
     def _parse_arch(cls, arch) -> Dict[str, tuple]:
-        if isinstance(arch, str):
-            name = ARCH_ALIASES.get(arch.lower(), arch.lower())
-            if name not in cls.arch_settings:
-                raise ValueError(f'unknown MambaOut arch {arch!r}; valid archs: '
-                                 f'{", ".join(cls.arch_settings)} '
-                                 f'(aliases {", ".join(ARCH_ALIASES)}), or a dict with '
-                                 "'depths' and 'dims'")
-            arch = cls.arch_settings[name]
-        if not isinstance(arch, dict):
-            raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
+        arch = cls._lookup_arch(arch)
         if set(arch) != {'depths', 'dims'}:
             raise ValueError("a custom arch dict needs exactly the keys 'depths' and 'dims', "
                              f'got {sorted(arch)}')
@@ -324,16 +317,8 @@ class MambaOut(BaseModule):
             for p in m.parameters():
                 p.requires_grad = False
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self._freeze_stages()
-        return self
-
     # -- initialisation ---------------------------------------------------------------
-    def init_weights(self):
-        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
-            self._load_pretrained()
-            return
+    def _init_from_scratch(self):
         # Official init: truncated normal std 0.02 for Linear / Conv weights, zero bias.
         for m in self.modules():
             if isinstance(m, (nn.Linear, nn.Conv2d)):
@@ -343,19 +328,13 @@ class MambaOut(BaseModule):
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        if self.init_cfg is not None:
-            super().init_weights()
 
-    def _load_pretrained(self):
-        checkpoint = self.init_cfg.get('checkpoint')
-        if checkpoint is None:
-            raise ValueError("init_cfg type='Pretrained' needs a 'checkpoint'")
-        state_dict = load_mambaout_state_dict(checkpoint, prefix=self.init_cfg.get('prefix'))
+    def _load_pretrained(self, checkpoint, prefix):
+        state_dict = load_mambaout_state_dict(checkpoint, prefix=prefix)
         # Classifier head keys belong to MambaOutClsHead: dropped silently here.
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.')}
         load_converted_state_dict(self, state_dict, checkpoint,
                                   expected_missing=r'^norm\d+\.')
-        self._freeze_stages()
 
 
 # -- checkpoint key conversion ---------------------------------------------------------

@@ -49,10 +49,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.logging import print_log
-from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 
 from mmmambaout.checkpoint import register_release_loader
+from mmmambaout.models.backbones.base import ArchBackbone
 from mmmambaout.ops.selective_scan import selective_scan
 from mmmambaout.registry import register_model
 from .mambaout import DropPath, load_converted_state_dict
@@ -240,7 +240,7 @@ def _to_2tuple(v):
 
 # -- the backbone -----------------------------------------------------------------------
 @register_model
-class Vim(BaseModule):
+class Vim(ArchBackbone):
     """Vision Mamba (Vim) backbone with a middle class token.
 
     Args:
@@ -281,6 +281,8 @@ class Vim(BaseModule):
     """
 
     arch_settings = ARCH_SETTINGS
+    arch_aliases = ARCH_ALIASES
+    custom_arch_keys = "'embed_dims' and 'depth'"
 
     def __init__(self,
                  arch: Union[str, dict] = 'tiny',
@@ -349,21 +351,14 @@ class Vim(BaseModule):
             self.pyramid = nn.ModuleList(_pyramid_branch(dim, s) for s in PYRAMID_SCALES)
             self.out_norms = nn.ModuleList(LayerNorm2d(dim, eps=1e-6) for _ in PYRAMID_SCALES)
             self.out_channels = (dim, ) * 4
+        # upstream initialises at construction, so init_weights has nothing to add
+        # without a checkpoint (ArchBackbone._init_from_scratch stays a no-op)
         self._default_init()
         self._freeze_stages()
 
     @classmethod
     def _parse_arch(cls, arch) -> dict:
-        if isinstance(arch, str):
-            name = ARCH_ALIASES.get(arch.lower(), arch.lower())
-            if name not in cls.arch_settings:
-                raise ValueError(f'unknown Vim arch {arch!r}; valid archs: '
-                                 f'{", ".join(cls.arch_settings)} (aliases '
-                                 f'{", ".join(ARCH_ALIASES)}), or a dict with '
-                                 "'embed_dims' and 'depth'")
-            arch = cls.arch_settings[name]
-        if not isinstance(arch, dict):
-            raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
+        arch = cls._lookup_arch(arch)
         unknown = set(arch) - {'embed_dims', 'depth'} - set(ARCH_DEFAULTS)
         if unknown or not {'embed_dims', 'depth'} <= set(arch):
             raise ValueError("a custom Vim arch dict needs 'embed_dims' and 'depth' (and "
@@ -426,11 +421,6 @@ class Vim(BaseModule):
         for p in params:
             p.requires_grad = False
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self._freeze_stages()
-        return self
-
     # -- initialisation ---------------------------------------------------------------
     def _default_init(self):
         """Upstream's init: lecun-normal patch conv, trunc-normal(0.02) class token and
@@ -448,19 +438,8 @@ class Vim(BaseModule):
             with torch.no_grad():
                 mixer.out_proj.weight /= math.sqrt(self.num_layers)
 
-    def init_weights(self):
-        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
-            self._load_pretrained()
-            return
-        if self.init_cfg is not None:
-            super().init_weights()
-
-    def _load_pretrained(self):
-        checkpoint = self.init_cfg.get('checkpoint')
-        if checkpoint is None:
-            raise ValueError("init_cfg type='Pretrained' needs a 'checkpoint'")
-        state_dict, args = load_vim_state_dict(checkpoint, prefix=self.init_cfg.get('prefix'),
-                                               return_args=True)
+    def _load_pretrained(self, checkpoint, prefix):
+        state_dict, args = load_vim_state_dict(checkpoint, prefix=prefix, return_args=True)
         model_name = getattr(args, 'model', '') or ''
         if 'stride8' in model_name and self.patch_stride != 8:
             print_log(f'Vim: checkpoint {checkpoint!r} was trained with patch stride 8 '
@@ -482,7 +461,6 @@ class Vim(BaseModule):
                       'middle of the sequence)', logger='current', level=logging.INFO)
         load_converted_state_dict(self, state_dict, checkpoint,
                                   expected_missing=r'^(pyramid|out_norms)\.')
-        self._freeze_stages()
 
     def _not_in_this_model(self, key: str) -> bool:
         if key.startswith('head.'):
