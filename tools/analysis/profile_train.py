@@ -86,9 +86,9 @@ def _wrap(obj, attr, label):
 def mark_phases(model, optim_wrapper):
     """Wrap the step's parts (those the model has) in named profiler ranges."""
     for path, label in PHASES:
-        owner, _, attr = ('model.' + path).rpartition('.')
+        *parents, attr = path.split('.')
         obj = model
-        for part in owner.split('.')[1:]:
+        for part in parents:
             obj = getattr(obj, part, None)
         if obj is not None and hasattr(obj, attr):
             _wrap(obj, attr, label)

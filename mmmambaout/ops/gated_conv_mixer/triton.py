@@ -9,8 +9,6 @@ import triton
 import triton.language as tl
 
 BLOCK_M, BLOCK_H, NUM_WARPS = 32, 128, 4
-_SQRT1_2 = 0.7071067811865476
-_INV_SQRT_2PI = 0.3989422804014327
 
 
 @triton.jit
