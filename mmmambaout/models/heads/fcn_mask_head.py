@@ -28,9 +28,8 @@ def mask_target_on_device(pos_proposals, pos_assigned_gt_inds, gt_masks, cfg):
     """Mask targets of one image (``mmdet.structures.mask.mask_target_single``'s result)."""
     mask_size = _pair(cfg.mask_size)
     num_pos = pos_proposals.size(0)
-    if num_pos == 0:
-        return pos_proposals.new_zeros((0, ) + mask_size)
-    if len(gt_masks) == 0:   # mmdet's crop_and_resize returns no masks at all here
+    # without gt masks mmdet's crop_and_resize returns no masks at all, even for positives
+    if num_pos == 0 or len(gt_masks) == 0:
         return pos_proposals.new_zeros((0, ) + mask_size)
     boxes = torch.stack((pos_proposals[:, 0].clamp(0, gt_masks.width),
                          pos_proposals[:, 1].clamp(0, gt_masks.height),
