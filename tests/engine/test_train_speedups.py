@@ -25,8 +25,21 @@ def test_on_by_default_in_our_configs():
     assert {'MaxIoUAssigner', 'RandomSampler'}.isdisjoint(types_in(cfg))
     seg = resolve_config(SEG)
     fused_adamw = ['AdamW fused=True'] if torch.cuda.is_available() else []
-    assert apply_train_speedups(seg) == fused_adamw + ['MambaOut fused_mixer=True']
+    assert apply_train_speedups(seg) == fused_adamw + [
+        'MambaOut fused_mixer=True', 'param groups merged (DefaultOptimWrapperConstructor)']
     assert seg.optim_wrapper.optimizer.get('fused', False) == torch.cuda.is_available()
+    assert seg.optim_wrapper.constructor == 'MergedParamGroupsOptimWrapperConstructor'
+    assert 'inner_constructor' not in seg.optim_wrapper
+
+
+def test_merging_wraps_a_configured_constructor():
+    cfg = resolve_config(DET)
+    cfg.optim_wrapper.constructor = 'VimLayerDecayOptimWrapperConstructor'
+    assert ('param groups merged (VimLayerDecayOptimWrapperConstructor)'
+            in apply_train_speedups(cfg))
+    assert cfg.optim_wrapper.constructor == 'MergedParamGroupsOptimWrapperConstructor'
+    assert cfg.optim_wrapper.inner_constructor == 'VimLayerDecayOptimWrapperConstructor'
+    assert not any('merged' in c for c in apply_train_speedups(cfg))  # applied once
 
 
 def test_one_key_switches_everything_off():
@@ -36,6 +49,7 @@ def test_one_key_switches_everything_off():
     assert cfg.model.backbone.fused_mixer is False
     assert {'MaxIoUAssigner', 'RandomSampler'} <= types_in(cfg)
     assert 'fused' not in cfg.optim_wrapper.optimizer
+    assert 'constructor' not in cfg.optim_wrapper
 
 
 def test_stock_configs_untouched_and_bad_value():
