@@ -15,6 +15,9 @@ on:
   feature-map size instead of on every call (each rebuild synchronises once per level).
 * ``FCNMaskHead`` becomes ``OnDeviceTargetFCNMaskHead``: the same mask targets, computed
   without the four host-device round trips of mmdet's ``mask_target``.
+* ``DetDataPreprocessor`` becomes ``LazyMaskPadDetDataPreprocessor``: bitmap gt masks
+  are padded to the batch shape when read, and by that mask head on the device, instead
+  of by NumPy on the host every step.
 * On CUDA, Adam / AdamW / SGD use PyTorch's fused (multi-tensor, single-kernel) step,
   which also lets the AMP loss scaler skip its host-side inf check.
 * The optimizer gets one param group per distinct setting instead of one per parameter
@@ -34,6 +37,7 @@ SWAPPED_TYPES = {
     'RandomSampler': 'SyncFreeRandomSampler',
     'FCNMaskHead': 'OnDeviceTargetFCNMaskHead',
     'AnchorGenerator': 'CachedAnchorGenerator',
+    'DetDataPreprocessor': 'LazyMaskPadDetDataPreprocessor',
 }
 FUSED_OPTIMIZERS = ('Adam', 'AdamW', 'SGD')
 MERGED_CONSTRUCTOR = 'MergedParamGroupsOptimWrapperConstructor'

@@ -1,1 +1,1 @@
-from . import backbones, heads, task_modules  # noqa: F401
+from . import backbones, data_preprocessors, heads, task_modules  # noqa: F401

@@ -21,6 +21,7 @@ def test_on_by_default_in_our_configs():
     changes = apply_train_speedups(cfg)
     assert 'MaxIoUAssigner -> SyncFreeMaxIoUAssigner' in changes
     assert 'RandomSampler -> SyncFreeRandomSampler' in changes
+    assert 'DetDataPreprocessor -> LazyMaskPadDetDataPreprocessor' in changes
     assert cfg.model.backbone.fused_mixer is True
     assert {'MaxIoUAssigner', 'RandomSampler'}.isdisjoint(types_in(cfg))
     seg = resolve_config(SEG)

@@ -4,7 +4,9 @@ mmdet's ``mask_target`` copies each image's positive proposals to the host, uplo
 image's full-resolution ground-truth masks from pageable memory, RoI-aligns them on the
 device, copies the result to the host to binarise it and uploads it again: four
 host-device round trips and a synchronisation per image. Here the masks go up once
-(pinned, asynchronous) and everything else stays on the device. The arithmetic is
+(pinned, asynchronous) and everything else stays on the device. Masks padded lazily by
+:class:`~mmmambaout.models.data_preprocessors.LazyMaskPadDetDataPreprocessor` are padded
+on the device, and only those of the positive proposals' objects. The arithmetic is
 mmdet's: proposals clipped to the mask size, ``roi_align`` (avg, aligned, sampling 0)
 of the assigned masks at the proposals, ``>= 0.5`` unless ``soft_mask_target``.
 Polygon masks (and anything but :class:`BitmapMasks`) take mmdet's path unchanged.
@@ -16,12 +18,17 @@ from mmdet.registry import MODELS
 from mmdet.structures.mask import BitmapMasks
 from torch.nn.modules.utils import _pair
 
+from mmmambaout.models.data_preprocessors.lazy_mask_pad import LazyPaddedBitmapMasks
 
-def _masks_on(gt_masks: BitmapMasks, device) -> torch.Tensor:
+
+def _masks_on(gt_masks: BitmapMasks, device, index) -> torch.Tensor:
+    """``gt_masks[index]`` as a uint8 tensor on ``device``, of the masks' full size."""
+    if isinstance(gt_masks, LazyPaddedBitmapMasks):
+        return gt_masks.to_padded_tensor(device, index)
     masks = torch.from_numpy(gt_masks.masks)
     if device.type == 'cuda':
         masks = masks.pin_memory()
-    return masks.to(device, non_blocking=True)
+    return masks.to(device, non_blocking=True).index_select(0, index)
 
 
 def mask_target_on_device(pos_proposals, pos_assigned_gt_inds, gt_masks, cfg):
@@ -37,7 +44,7 @@ def mask_target_on_device(pos_proposals, pos_assigned_gt_inds, gt_masks, cfg):
                          pos_proposals[:, 3].clamp(0, gt_masks.height)), dim=1)
     index = torch.arange(num_pos, device=boxes.device).to(boxes.dtype)[:, None]
     rois = torch.cat((index, boxes), dim=1)
-    masks = _masks_on(gt_masks, boxes.device).index_select(0, pos_assigned_gt_inds)
+    masks = _masks_on(gt_masks, boxes.device, pos_assigned_gt_inds)
     targets = roi_align(masks[:, None].to(rois.dtype), rois, mask_size, 1.0, 0, 'avg',
                         True).squeeze(1)
     if cfg.get('soft_mask_target', False):

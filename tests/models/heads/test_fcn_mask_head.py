@@ -44,3 +44,16 @@ def test_polygon_masks_fall_back_to_mmdet():
     cfg = ConfigDict(mask_size=7)
     assert torch.equal(head.get_targets([res], gts, cfg),
                        FCNMaskHead.get_targets(head, [res], gts, cfg))
+
+
+def test_lazily_padded_masks_give_the_padded_targets():
+    from mmmambaout.models.data_preprocessors import LazyPaddedBitmapMasks
+    cfg = ConfigDict(mask_size=28)
+    for seed in range(3):
+        proposals, inds, masks = random_case(seed)
+        proposals[:, 2:] += 15        # reach into the padding
+        eager = masks.pad((64, 96), pad_val=0)
+        lazy = LazyPaddedBitmapMasks(masks, 64, 96)
+        assert torch.equal(mask_target_on_device(proposals, inds, lazy, cfg),
+                           mask_target_on_device(proposals, inds, eager, cfg))
+        assert lazy._padded is None    # the device path never padded on the host

@@ -1,0 +1,1 @@
+from .lazy_mask_pad import LazyMaskPadDetDataPreprocessor, LazyPaddedBitmapMasks  # noqa: F401
