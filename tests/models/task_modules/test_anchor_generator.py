@@ -32,3 +32,19 @@ def test_cache_is_bounded():
     for h in range(5):
         gen.grid_priors([(h + 2, 3)] * 5, device='cpu')
     assert len(gen._grid_cache) == 3
+
+
+def test_same_valid_flags_cached_per_pad_shape(monkeypatch):
+    ref, cached = AnchorGenerator(**RPN), CachedAnchorGenerator(**RPN)
+    sizes = [(25, 42), (13, 21), (7, 11), (4, 6), (2, 3)]
+    calls = []
+    original = AnchorGenerator.valid_flags
+    monkeypatch.setattr(AnchorGenerator, 'valid_flags',
+                        lambda self, *a, **k: calls.append(a) or original(self, *a, **k))
+    for pad_shape in [(97, 161, 3), (100, 168), (97, 161, 3)]:   # the third is cached
+        flags = cached.valid_flags(sizes, pad_shape, device='cpu')
+        expected = original(ref, sizes, pad_shape, device='cpu')
+        assert all(torch.equal(e, f) for e, f in zip(expected, flags))
+        assert not all(f.all() for f in flags) or pad_shape == (100, 168)
+        flags[0].fill_(False)                  # the caller's copy only
+    assert len(calls) == 2
