@@ -13,8 +13,15 @@ medians are reported. Examples::
 ``--cuda-graph`` times CUDA-graph replays of each model's forward+backward: the GPU time
 alone. Eager timings on a GPU this fast are partly host-bound (Python and kernel-launch
 overhead of ~20 small ops per block), so they also measure the host CPU.
+
+``--compile`` compiles the blocks of each stage of both models as one function per stage
+(ours: ``MambaOut(compile_stages=True)``; timm's stages through the same
+``compiled_blocks_runner``) and adds timm eager as a baseline row. The warm-up steps
+include the compilation.
 """
 import argparse
+import copy
+import functools
 import platform
 import shlex
 import statistics
@@ -33,7 +40,8 @@ def parse_args(argv=None):
     p.add_argument('--dtype', default='fp32', choices=['fp32', 'bf16', 'fp16'],
                    help='bf16/fp16: autocast (AMP), weights stay fp32')
     p.add_argument('--compile', action='store_true',
-                   help='torch.compile every block of both models')
+                   help="torch.compile each stage's blocks of both models (ours: "
+                        'compile_stages=True); adds a timm eager row')
     p.add_argument('--fused-mixer', action=argparse.BooleanOptionalAction, default=True,
                    help="our blocks' fused token mixer (MambaOut fused_mixer; CUDA only)")
     p.add_argument('--cuda-graph', action='store_true',
@@ -47,12 +55,13 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def build_models(arch, device, fused_mixer=True):
+def build_models(arch, device, fused_mixer=True, compile_stages=False):
     import timm
 
     from mmmambaout.models.backbones.mambaout import MambaOut, checkpoint_filter_fn
     ref = timm.create_model(f'mambaout_{arch}', num_classes=0)
-    ours = MambaOut(arch, out_indices=(3, ), norm_out=False, fused_mixer=fused_mixer)
+    ours = MambaOut(arch, out_indices=(3, ), norm_out=False, fused_mixer=fused_mixer,
+                    compile_stages=compile_stages)
     ours.init_weights()
     state = {k: v for k, v in checkpoint_filter_fn(ref.state_dict()).items()
              if not k.startswith('head.')}
@@ -60,8 +69,14 @@ def build_models(arch, device, fused_mixer=True):
     return ours.to(device).train(), ref.to(device).train()
 
 
-def blocks_of(model):
-    return [b for s in model.stages for b in s.blocks]
+def compile_timm_stages(model):
+    """timm's stages run ``self.blocks(x)``: that call goes through one compiled
+    function per stage, as ours do with ``compile_stages=True``."""
+    from mmmambaout.models.backbones.mambaout import compiled_blocks_runner
+    for i, stage in enumerate(model.stages):
+        stage.blocks.forward = functools.partial(compiled_blocks_runner(f'timm_stage{i}'),
+                                                 stage.blocks)
+    return model
 
 
 def main(argv=None):
@@ -85,10 +100,15 @@ def main(argv=None):
         print(f'cuda {torch.version.cuda}, cudnn {torch.backends.cudnn.version()}')
 
     torch.manual_seed(0)
-    ours, ref = build_models(args.arch, device, args.fused_mixer)
+    ours, ref = build_models(args.arch, device, args.fused_mixer, args.compile)
+    # label -> (model, is ours); with --compile, the compiled timm is a copy, the original
+    # stays eager
+    models = {'ours': (ours, True)}
     if args.compile:
-        for b in blocks_of(ours) + blocks_of(ref):
-            b.compile()
+        models['timm'] = (compile_timm_stages(copy.deepcopy(ref)), False)
+        models['timm eager'] = (ref, False)
+    else:
+        models['timm'] = (ref, False)
     x = torch.randn(args.batch, 3, *args.size, device=device)
 
     def step(model, is_ours):
@@ -98,72 +118,78 @@ def main(argv=None):
         y.float().mean().backward()
         return y
 
-    # same math check before timing (fp32 reference tolerance, looser under AMP)
-    with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype,
-                                         enabled=amp_dtype is not None):
-        diff = (ours(x)[-1].float() - ref.forward_features(x).permute(0, 3, 1, 2).float())
-    print(f'max |ours - timm| on the features: {diff.abs().max().item():.3g}')
+    # same math check before timing (fp32 reference tolerance, looser under AMP); with
+    # grad on, so that compiled stages build the graphs the timed steps use, and no others
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        feats = ours(x)[-1].detach().float()
+        for label, (model, _) in models.items():
+            if label != 'ours':
+                diff = feats - model.forward_features(x).detach().permute(0, 3, 1, 2).float()
+                print(f'max |ours - {label}| on the features: {diff.abs().max().item():.3g}')
 
-    run = {True: lambda: step(ours, True), False: lambda: step(ref, False)}
+    run = {label: functools.partial(step, *m) for label, m in models.items()}
     if args.cuda_graph:
         if not cuda:
             raise SystemExit('--cuda-graph needs a CUDA device')
-        for is_ours in (True, False):
+        for label in models:
             side = torch.cuda.Stream(device)
             side.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(side):  # warm-up outside the capture (cuDNN, Triton)
                 for _ in range(3):
-                    run[is_ours]()
+                    run[label]()
             torch.cuda.current_stream(device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                run[is_ours]()
-            run[is_ours] = graph.replay
+                run[label]()
+            run[label] = graph.replay
 
-    def timed(model, is_ours):
+    def timed(label):
         if cuda:
             torch.cuda.synchronize(device)
         t, c = time.perf_counter(), time.process_time()
-        run[is_ours]()
+        run[label]()
         if cuda:
             torch.cuda.synchronize(device)
-        cpu_times[is_ours].append((time.process_time() - c) * 1000)
+        cpu_times[label].append((time.process_time() - c) * 1000)
         return (time.perf_counter() - t) * 1000
 
-    cpu_times = {True: [], False: []}
+    cpu_times = {label: [] for label in models}
 
     for _ in range(args.warmup):
-        timed(ours, True)
-        timed(ref, False)
-    times = {True: [], False: []}
-    cpu_times = {True: [], False: []}  # process CPU time: steadier than wall on a busy host
+        for label in models:
+            timed(label)
+    times = {label: [] for label in models}
+    cpu_times = {label: [] for label in models}  # process CPU time: steadier than wall
+    labels = list(models)
     for it in range(args.iters):
-        pair = ((True, ours), (False, ref))
-        for is_ours, model in (pair if it % 2 == 0 else pair[::-1]):  # no order bias
-            times[is_ours].append(timed(model, is_ours))
+        for label in (labels if it % 2 == 0 else labels[::-1]):  # no order bias
+            times[label].append(timed(label))
     cpu_med = {k: statistics.median(v) for k, v in cpu_times.items()}
     peak = {}
-    for is_ours, model in ((True, ours), (False, ref)):
+    for label in models:
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
-            timed(model, is_ours)
-            peak[is_ours] = torch.cuda.max_memory_allocated(device) / 2**20
-    med_ours, med_ref = statistics.median(times[True]), statistics.median(times[False])
+            timed(label)
+            peak[label] = torch.cuda.max_memory_allocated(device) / 2**20
+    med = {k: statistics.median(v) for k, v in times.items()}
     print(f'arch {args.arch}, input {args.batch}x3x{args.size[0]}x{args.size[1]}, '
           f'dtype {args.dtype}, fused mixer {args.fused_mixer}, compile {args.compile}, '
           f'cuda graph {args.cuda_graph}, iters {args.iters} '
           f'(warmup {args.warmup}), cudnn.benchmark {args.cudnn_benchmark}, forward+backward, '
           'median ms:')
-    for label, is_ours, med in (('ours', True, med_ours), ('timm', False, med_ref)):
-        mem = (f'{peak[is_ours]:.0f} MiB peak' if cuda else
-               f'process CPU time {cpu_med[is_ours]:.0f} ms; peak memory n/a on CPU')
-        print(f'  {label:5s} {med:9.2f} ms  (min {min(times[is_ours]):.2f}, '
-              f'max {max(times[is_ours]):.2f})  {mem}')
-    print(f'speed-up (timm / ours): {med_ref / med_ours:.3f}x')
-    if not cuda:
-        print(f'speed-up by process CPU time: {cpu_med[False] / cpu_med[True]:.3f}x')
-    return med_ours, med_ref
+    width = max(map(len, models))
+    for label in models:
+        mem = (f'{peak[label]:.0f} MiB peak' if cuda else
+               f'process CPU time {cpu_med[label]:.0f} ms; peak memory n/a on CPU')
+        print(f'  {label:{width}s} {med[label]:9.2f} ms  (min {min(times[label]):.2f}, '
+              f'max {max(times[label]):.2f})  {mem}')
+    for label in labels[1:]:
+        print(f'speed-up ({label} / ours): {med[label] / med["ours"]:.3f}x')
+        if not cuda:
+            print(f'speed-up by process CPU time ({label} / ours): '
+                  f'{cpu_med[label] / cpu_med["ours"]:.3f}x')
+    return med['ours'], med['timm']
 
 
 if __name__ == '__main__':

@@ -23,8 +23,10 @@ Our state-dict layout (backbone)::
 
 and for the classifier head (:class:`MambaOutClsHead`): ``head.{norm,fc1,hidden_norm,fc2}``.
 """
+import functools
 import logging
 import re
+import types
 from typing import Dict, Optional, Sequence, Union
 
 import torch
@@ -123,7 +125,9 @@ class GatedCNNBlock(nn.Module):
     (H), an identity part ``i`` (H - C') and a conv part ``c`` (C' = conv_ratio * C);
     ``out = fc2(GELU(g) * cat(i, dwconv7x7(c)))``. The part between ``fc1`` and ``fc2``
     is one op (:func:`mmmambaout.ops.gated_conv_mixer`): fused kernels on CUDA when
-    ``fused`` is on, the composite PyTorch ops otherwise (same math).
+    ``fused`` is on, the composite PyTorch ops otherwise (same math). Under
+    ``torch.compile`` it is always the composite ops, which inductor fuses itself (the
+    fused op is an ``autograd.Function`` around Triton kernels it would not see into).
     """
 
     def __init__(self,
@@ -149,13 +153,44 @@ class GatedCNNBlock(nn.Module):
         self.fused = fused
 
     def forward(self, x):
+        fused = self.fused and not torch.compiler.is_compiling()
         mix = gated_conv_mixer(self.fc1(self.norm(x)), self.conv.weight, self.conv.bias,
-                               self.hidden, backend='auto' if self.fused else 'reference')
+                               self.hidden, backend='auto' if fused else 'reference')
         return x + self.drop_path(self.fc2(mix))
 
 
+def _run_blocks(blocks, x):
+    for block in blocks:
+        x = block(x)
+    return x
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_blocks_runner(name: str):
+    """``run(blocks, x)`` (``x`` through each of ``blocks`` in turn), ``torch.compile``d;
+    one function per ``name`` (one per stage).
+
+    Dynamo keeps compiled graphs, the recompile count (``recompile_limit``, 8) and the
+    automatic-dynamic state per code object and code name. Stages differ in width and
+    depth, so one shared function (or ``compile()`` on every block: they share
+    ``GatedCNNBlock.forward``) pools all their graphs in one cache and runs into that
+    limit. Here each name gets a copy of the code object under a name of its own, so each
+    stage has its own cache and budget: one graph per input size and grad mode at first
+    (static shapes), and after a size change a graph with dynamic H, W (``dynamic=None``:
+    automatic dynamic) where inductor keeps them symbolic. The limit is left as it is: a
+    stage past it keeps its graphs and runs eager (fused mixer) for new shapes.
+    """
+    code = _run_blocks.__code__.replace(co_name=f'{_run_blocks.__name__}_{name}')
+    return torch.compile(types.FunctionType(code, _run_blocks.__globals__))
+
+
 class MambaOutStage(nn.Module):
-    """Optional downsample followed by ``depth`` Gated CNN blocks."""
+    """Optional downsample followed by ``depth`` Gated CNN blocks.
+
+    ``compile_name`` (set by :class:`MambaOut`) runs the blocks through
+    :func:`compiled_blocks_runner` under that name. Only the blocks: they are where the
+    ~20 small ops per block sit; the downsample is one conv and one LayerNorm.
+    """
 
     def __init__(self, in_channels, out_channels, depth, drop_path_rates, downsample,
                  fused=True):
@@ -166,9 +201,12 @@ class MambaOutStage(nn.Module):
             for j in range(depth)
         ])
         self.with_cp = False
+        self.compile_name = None  # a str, not the compiled function: pickle, deepcopy
 
     def forward(self, x):
         x = self.downsample(x)
+        if self.compile_name is not None:
+            return compiled_blocks_runner(self.compile_name)(self.blocks, x)
         for block in self.blocks:
             if self.with_cp and torch.is_grad_enabled():
                 x = cp.checkpoint(block, x, use_reentrant=False)
@@ -202,6 +240,14 @@ class MambaOut(ArchBackbone):
             concatenation) as one fused op with Triton kernels on CUDA
             (:mod:`mmmambaout.ops.gated_conv_mixer`); ``False`` uses the composite
             PyTorch ops. Same math either way; CPU always uses the composite ops.
+        compile_stages (bool): run each stage's blocks through ``torch.compile``
+            (inductor; one compiled function per stage, see
+            :func:`compiled_blocks_runner`; stem, downsampling and output norms stay
+            eager) with the composite mixer ops, which inductor fuses: removes most of
+            the per-op host (launch) overhead. Compiles on first use, again per grad
+            mode and on input size changes (dynamic H, W after the first change, where
+            inductor manages). State-dict keys are unchanged. Drop path then draws its
+            masks from inductor's RNG. Exclusive with ``with_cp``. Defaults to False.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=..., prefix=...)``
             loads official / timm / our checkpoints, converting keys on the fly.
 
@@ -223,6 +269,7 @@ class MambaOut(ArchBackbone):
                  drop_path_rate: float = 0.,
                  with_cp: Union[bool, Sequence[int]] = False,
                  fused_mixer: bool = True,
+                 compile_stages: bool = False,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         self.arch = self._parse_arch(arch)
@@ -259,8 +306,13 @@ class MambaOut(ArchBackbone):
         else:
             raise ValueError(f'with_cp must be a bool or a sequence of stage indices in '
                              f'[{-num_stages}, {num_stages - 1}], got {with_cp!r}')
+        if compile_stages and cp_stages:
+            raise ValueError('compile_stages and with_cp are exclusive: with_cp checkpoints '
+                             'each block in eager mode, compile_stages compiles the blocks '
+                             'of a stage as one graph; use one of them')
         self.with_cp = with_cp
         self.fused_mixer = fused_mixer
+        self.compile_stages = compile_stages
 
         self.stem = Stem(in_channels, dims[0])
         rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
@@ -271,6 +323,8 @@ class MambaOut(ArchBackbone):
                                   rates[start:start + depths[i]], downsample=i > 0,
                                   fused=fused_mixer)
             stage.with_cp = i in cp_stages
+            if compile_stages:
+                stage.compile_name = f'mambaout_stage{i}'
             self.stages.append(stage)
         if norm_out:
             for i in self.out_indices:

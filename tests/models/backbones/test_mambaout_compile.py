@@ -1,0 +1,157 @@
+"""MambaOut ``compile_stages``: same outputs and gradients as eager, one compiled function
+per stage, unchanged state dict, pickling and deepcopy.
+
+Tolerances are relative to the largest magnitude of each tensor: 1e-5 for inductor on the
+CPU (fp32), 1e-6 for ``aot_eager`` (the same ATen ops as eager), 1e-4 / 2e-2 for CUDA fp32
+/ bf16 (the eager side runs the fused Triton mixer there). Most tests swap inductor for
+``aot_eager`` (``torch.compile`` patched): the same dynamo capture and autograd split in a
+few seconds, where inductor spends ~15 s of C++ compilation per input size on 2 cores.
+"""
+import copy
+import functools
+import pickle
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+import mmmambaout.models.backbones.mambaout as mambaout
+from mmmambaout.models.backbones.mambaout import MambaOut, compiled_blocks_runner
+
+ARCH = dict(depths=[2, 1], dims=[8, 16])
+OUT = (0, 1)
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    """No compiled function or graph leaks between tests (nor into other test files)."""
+    def reset():
+        compiled_blocks_runner.cache_clear()
+        torch._dynamo.reset()
+        counters.clear()
+    reset()
+    yield
+    reset()
+
+
+@pytest.fixture
+def aot_eager(monkeypatch):
+    monkeypatch.setattr(torch, 'compile', functools.partial(torch.compile, backend='aot_eager'))
+
+
+@pytest.fixture
+def mixer_backends(monkeypatch):
+    """The ``backend`` of every token-mixer call."""
+    seen = []
+
+    def spy(*args, backend):
+        seen.append(backend)
+        return mixer(*args, backend=backend)
+
+    mixer = mambaout.gated_conv_mixer
+    monkeypatch.setattr(mambaout, 'gated_conv_mixer', spy)
+    return seen
+
+
+def pair(device='cpu', **kwargs):
+    torch.manual_seed(0)
+    eager = MambaOut(ARCH, out_indices=OUT, **kwargs).to(device).train()
+    compiled = MambaOut(ARCH, out_indices=OUT, compile_stages=True, **kwargs).to(device).train()
+    compiled.load_state_dict(eager.state_dict())
+    return eager, compiled
+
+
+def close(a, b, rtol):
+    return (a.float() - b.float()).abs().max() <= rtol * a.float().abs().max()
+
+
+def check_same(eager, compiled, size, rtol, device='cpu', dtype=None):
+    x = torch.randn(2, 3, *size, device=device)
+    outs, grads = [], []
+    for model in (eager, compiled):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast(device, dtype=dtype, enabled=dtype is not None):
+            out = model(x)
+        # a random projection as the loss: sum(o * o) of a LayerNorm output has ~0 gradient
+        torch.manual_seed(1)
+        sum((o.float() * torch.randn_like(o.float())).sum() for o in out).backward()
+        outs.append(out)
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    for a, b in zip(*outs):
+        assert a.shape == b.shape and close(a, b, rtol), size
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for n, g in grads[0].items():
+        assert close(g, grads[1][n], rtol), (size, n)
+
+
+def test_same_outputs_and_grads_inductor():
+    eager, compiled = pair()
+    for size in [(45, 61), (38, 50)]:
+        check_same(eager, compiled, size, rtol=1e-5)
+
+
+def test_compiled_blocks_use_composite_mixer(aot_eager, mixer_backends):
+    eager, compiled = pair()
+    check_same(eager, compiled, (45, 61), rtol=1e-6)
+    # eager blocks ask for 'auto' (the fused op on CUDA), compiled ones for 'reference'
+    assert mixer_backends.count('auto') == mixer_backends.count('reference') == 3
+
+
+def test_frozen_eval_sizes_and_graphs(aot_eager):
+    eager, compiled = pair(frozen_stages=1)
+    sizes = [(45, 61), (64, 80), (33, 47)]
+    for size in sizes:
+        check_same(eager, compiled, size, rtol=1e-6)
+    train_graphs = counters['stats']['unique_graphs']
+    # per stage: static shapes, then dynamic H, W after the first size change; no more
+    assert train_graphs <= 2 * len(ARCH['depths'])
+    eager.eval(), compiled.eval()
+    with torch.no_grad():
+        for size in sizes[:2]:
+            x = torch.randn(1, 3, *size)
+            for a, b in zip(eager(x), compiled(x)):
+                assert close(a, b, 1e-6)
+    assert counters['stats']['unique_graphs'] <= 2 * train_graphs
+
+
+def test_state_dict_pickle_deepcopy(aot_eager):
+    eager, compiled = pair()
+    assert list(compiled.state_dict()) == list(eager.state_dict())
+    assert not any('_orig_mod' in k for k in compiled.state_dict())
+    assert str(compiled.load_state_dict(eager.state_dict())) == '<All keys matched successfully>'
+    x = torch.randn(1, 3, 40, 52)
+    with torch.no_grad():
+        ref = compiled(x)
+        for clone in (copy.deepcopy(compiled), pickle.loads(pickle.dumps(compiled))):
+            assert [s.compile_name for s in clone.stages] == ['mambaout_stage0',
+                                                              'mambaout_stage1']
+            assert all(torch.equal(a, b) for a, b in zip(ref, clone(x)))
+            clone.stages[1].blocks[0].fc2.bias.add_(1.)  # the copy runs its own weights
+            assert not torch.equal(ref[1], clone(x)[1])
+            assert torch.equal(ref[1], compiled(x)[1])
+
+
+def test_one_compiled_function_per_stage():
+    model = MambaOut(dict(depths=[1, 1, 1], dims=[8, 16, 24]), out_indices=2,
+                     compile_stages=True)
+    runners = [compiled_blocks_runner(s.compile_name) for s in model.stages]
+    assert len({id(r) for r in runners}) == 3
+    assert MambaOut(ARCH, out_indices=OUT).stages[0].compile_name is None
+
+
+@pytest.mark.parametrize('with_cp', [True, (0, )])
+def test_with_cp_is_exclusive(with_cp):
+    with pytest.raises(ValueError, match='compile_stages and with_cp are exclusive'):
+        MambaOut(ARCH, out_indices=OUT, with_cp=with_cp, compile_stages=True)
+    MambaOut(ARCH, out_indices=OUT, with_cp=(), compile_stages=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA (inductor + Triton)')
+@pytest.mark.parametrize('dtype, rtol', [(None, 1e-4), (torch.bfloat16, 2e-2)])
+def test_cuda_same_as_fused_eager(mixer_backends, dtype, rtol):
+    from mmmambaout.ops.gated_conv_mixer import triton_available
+    eager, compiled = pair('cuda')
+    for size in [(96, 128), (80, 112)]:
+        check_same(eager, compiled, size, rtol, 'cuda', dtype)
+    if triton_available():  # 'auto' is the fused op on CUDA: not inside the compiled graph
+        assert set(mixer_backends) == {'auto', 'reference'}
