@@ -61,7 +61,24 @@ def nms(boxes, scores, iou_threshold, offset):
     # threshold (33/110 vs 0.3) is kept; torchvision compares with a double and would
     # suppress it, unless handed the threshold already rounded to the working precision
     threshold = torch.tensor(iou_threshold, dtype=b.dtype).item()
+    if b.is_cuda and b.dtype == torch.float32 and len(b) >= PARALLEL_NMS_MIN_BOXES:
+        keep = _parallel_nms(b, threshold)
+        if keep is not None:
+            return order[keep.nonzero().squeeze(1)]
     return order[_torchvision_ops().nms(b, ranks, threshold)]
+
+
+#: from this many boxes on, CUDA float32 NMS runs without torchvision's serial walk
+#: (mmmambaout.ops.parallel_nms; same kept boxes, same order); the RPN's ~9000 per image
+PARALLEL_NMS_MIN_BOXES = 2048
+
+
+def _parallel_nms(boxes, threshold):
+    try:
+        from mmmambaout.ops.parallel_nms import greedy_nms_sorted
+    except Exception:   # no working Triton: torchvision's kernel does it all
+        return None
+    return greedy_nms_sorted(boxes, threshold)
 
 
 def _check_avg_pool(pool_mode):

@@ -203,6 +203,23 @@ def test_nms_edge_cases():
                         max_num=1)[1].tolist() == [1]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('offset', [0, 1])
+def test_nms_cuda_parallel_path_equals_cpu(offset):
+    """From PARALLEL_NMS_MIN_BOXES boxes on, CUDA float32 NMS skips torchvision's serial
+    walk (mmmambaout.ops.parallel_nms): same kept indices, same order as on the CPU."""
+    gen = torch.Generator().manual_seed(3)
+    n = 9000   # an RPN image: 5 levels, batched_nms offsets them apart
+    boxes = _random_boxes(n, gen, size=800.0).float()
+    scores = torch.rand(n, generator=gen)
+    levels = torch.randint(0, 5, (n,), generator=gen)
+    assert n >= mmcv_backend.PARALLEL_NMS_MIN_BOXES
+    cfg = dict(type='nms', iou_threshold=0.7, offset=offset)
+    cpu = mmcv.ops.batched_nms(boxes, scores, levels, cfg)[1]
+    cuda = mmcv.ops.batched_nms(boxes.cuda(), scores.cuda(), levels.cuda(), cfg)[1]
+    assert torch.equal(cuda.cpu(), cpu)
+
+
 def test_batched_nms_per_class():
     gen = torch.Generator().manual_seed(2)
     boxes = _random_boxes(150, gen).float()

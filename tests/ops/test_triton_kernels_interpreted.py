@@ -1,4 +1,4 @@
-"""The Triton kernels (selective scan, gated conv mixer) run on the CPU through Triton's
+"""The Triton kernels (selective scan, gated conv mixer, parallel NMS) run on the CPU through Triton's
 interpreter (``TRITON_INTERPRET=1``), so CI without a GPU still checks their indexing,
 masking and arithmetic against the references. Timing means nothing there; the CUDA
 tests in test_selective_scan.py / test_gated_conv_mixer.py cover the compiled kernels.
@@ -6,7 +6,7 @@ tests in test_selective_scan.py / test_gated_conv_mixer.py cover the compiled ke
 The interpreter is chosen when ``triton.jit`` decorates a kernel, so the checks run in a
 fresh interpreter with the variable set (``python this_file.py``). Tolerances: relative
 L2 1e-5 against the float64 recurrence (scan, float32 inputs) and max abs 1e-6 against
-the PyTorch elementwise passes (mixer, float32).
+the PyTorch elementwise passes (mixer, float32); NMS keeps exactly torchvision's boxes.
 """
 import os
 import subprocess
@@ -63,7 +63,35 @@ def mixer_checks():
     return len(shapes)
 
 
-@pytest.mark.parametrize('which', ['scan', 'mixer'])
+def nms_checks():
+    import torchvision
+
+    from mmmambaout.ops.parallel_nms import greedy_nms_sorted
+    g = torch.Generator().manual_seed(0)
+    cases = [(1, 0.5), (70, 0.5), (300, 0.7), (257, 0.3)]
+    for n, thr in cases:
+        centers = torch.rand(n, 2, generator=g) * 60          # dense: long suppression chains
+        wh = torch.rand(n, 2, generator=g) * 30 + 1
+        boxes = torch.cat((centers - wh / 2, centers + wh / 2), 1)
+        boxes[3::7] = boxes[0]                                 # exact duplicates
+        boxes[5::11, 2:] = boxes[5::11, :2]                    # empty boxes (0/0 IoU)
+        b = boxes[torch.rand(n, generator=g).argsort(descending=True)]
+        ref = torch.zeros(n, dtype=torch.bool)
+        ref[torchvision.ops.nms(b, torch.arange(n, 0, -1).float(), thr)] = True
+        keep = greedy_nms_sorted(b, thr)
+        assert keep is not None and torch.equal(keep, ref), (n, thr)
+    # a chain where each box only overlaps its neighbours: it takes ~n steps to settle
+    x = torch.arange(40).float() * 0.2
+    chain = torch.stack((x, torch.zeros(40), x + 1, torch.ones(40)), 1)
+    assert greedy_nms_sorted(chain, 0.5, max_steps=8) is None
+    keep = greedy_nms_sorted(chain, 0.5, max_steps=64, check_every=1)
+    ref = torch.zeros(40, dtype=torch.bool)
+    ref[torchvision.ops.nms(chain, torch.arange(40, 0, -1).float(), 0.5)] = True
+    assert torch.equal(keep, ref)
+    return len(cases) + 1
+
+
+@pytest.mark.parametrize('which', ['scan', 'mixer', 'nms'])
 def test_triton_kernels_under_interpreter(which):
     pytest.importorskip('triton')
     env = dict(os.environ, TRITON_INTERPRET='1')
@@ -74,5 +102,5 @@ def test_triton_kernels_under_interpreter(which):
 
 
 if __name__ == '__main__':
-    n = {'scan': scan_checks, 'mixer': mixer_checks}[sys.argv[1]]()
+    n = {'scan': scan_checks, 'mixer': mixer_checks, 'nms': nms_checks}[sys.argv[1]]()
     print(f'{sys.argv[1]}: {n} cases passed')
