@@ -165,10 +165,13 @@ def _run_blocks(blocks, x):
     return x
 
 
+COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
+
+
 @functools.lru_cache(maxsize=None)
-def compiled_blocks_runner(name: str):
-    """``run(blocks, x)`` (``x`` through each of ``blocks`` in turn), ``torch.compile``d;
-    one function per ``name`` (one per stage).
+def compiled_blocks_runner(name: str, mode: str = 'default'):
+    """``run(blocks, x)`` (``x`` through each of ``blocks`` in turn), ``torch.compile``d
+    with ``mode``; one function per ``(name, mode)`` (one per stage).
 
     Dynamo keeps compiled graphs, the recompile count (``recompile_limit``, 8) and the
     automatic-dynamic state per code object and code name. Stages differ in width and
@@ -180,8 +183,9 @@ def compiled_blocks_runner(name: str):
     automatic dynamic) where inductor keeps them symbolic. The limit is left as it is: a
     stage past it keeps its graphs and runs eager (fused mixer) for new shapes.
     """
-    code = _run_blocks.__code__.replace(co_name=f'{_run_blocks.__name__}_{name}')
-    return torch.compile(types.FunctionType(code, _run_blocks.__globals__))
+    tag = f'{name}_{mode}'.replace('-', '_')
+    code = _run_blocks.__code__.replace(co_name=f'{_run_blocks.__name__}_{tag}')
+    return torch.compile(types.FunctionType(code, _run_blocks.__globals__), mode=mode)
 
 
 class MambaOutStage(nn.Module):
@@ -201,12 +205,13 @@ class MambaOutStage(nn.Module):
             for j in range(depth)
         ])
         self.with_cp = False
-        self.compile_name = None  # a str, not the compiled function: pickle, deepcopy
+        # strs, not the compiled function: pickle, deepcopy
+        self.compile_name, self.compile_mode = None, 'default'
 
     def forward(self, x):
         x = self.downsample(x)
         if self.compile_name is not None:
-            return compiled_blocks_runner(self.compile_name)(self.blocks, x)
+            return compiled_blocks_runner(self.compile_name, self.compile_mode)(self.blocks, x)
         for block in self.blocks:
             if self.with_cp and torch.is_grad_enabled():
                 x = cp.checkpoint(block, x, use_reentrant=False)
@@ -240,14 +245,17 @@ class MambaOut(ArchBackbone):
             concatenation) as one fused op with Triton kernels on CUDA
             (:mod:`mmmambaout.ops.gated_conv_mixer`); ``False`` uses the composite
             PyTorch ops. Same math either way; CPU always uses the composite ops.
-        compile_stages (bool): run each stage's blocks through ``torch.compile``
+        compile_stages (bool | str): run each stage's blocks through ``torch.compile``
             (inductor; one compiled function per stage, see
             :func:`compiled_blocks_runner`; stem, downsampling and output norms stay
             eager) with the composite mixer ops, which inductor fuses: removes most of
             the per-op host (launch) overhead. Compiles on first use, again per grad
             mode and on input size changes (dynamic H, W after the first change, where
             inductor manages). State-dict keys are unchanged. Drop path then draws its
-            masks from inductor's RNG. Exclusive with ``with_cp``. Defaults to False.
+            masks from inductor's RNG. Exclusive with ``with_cp``. A str is
+            ``torch.compile``'s ``mode`` (``'reduce-overhead'``: the compiled stages also
+            replay as CUDA graphs, one per input size: for fixed-size inputs). Defaults
+            to False.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=..., prefix=...)``
             loads official / timm / our checkpoints, converting keys on the fly.
 
@@ -269,7 +277,7 @@ class MambaOut(ArchBackbone):
                  drop_path_rate: float = 0.,
                  with_cp: Union[bool, Sequence[int]] = False,
                  fused_mixer: bool = True,
-                 compile_stages: bool = False,
+                 compile_stages: Union[bool, str] = False,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         self.arch = self._parse_arch(arch)
@@ -306,6 +314,9 @@ class MambaOut(ArchBackbone):
         else:
             raise ValueError(f'with_cp must be a bool or a sequence of stage indices in '
                              f'[{-num_stages}, {num_stages - 1}], got {with_cp!r}')
+        if isinstance(compile_stages, str) and compile_stages not in COMPILE_MODES:
+            raise ValueError(f'compile_stages must be a bool or one of {COMPILE_MODES} '
+                             f'(torch.compile modes), got {compile_stages!r}')
         if compile_stages and cp_stages:
             raise ValueError('compile_stages and with_cp are exclusive: with_cp checkpoints '
                              'each block in eager mode, compile_stages compiles the blocks '
@@ -325,6 +336,8 @@ class MambaOut(ArchBackbone):
             stage.with_cp = i in cp_stages
             if compile_stages:
                 stage.compile_name = f'mambaout_stage{i}'
+                if isinstance(compile_stages, str):
+                    stage.compile_mode = compile_stages
             self.stages.append(stage)
         if norm_out:
             for i in self.out_indices:

@@ -155,3 +155,13 @@ def test_cuda_same_as_fused_eager(mixer_backends, dtype, rtol):
         check_same(eager, compiled, size, rtol, 'cuda', dtype)
     if triton_available():  # 'auto' is the fused op on CUDA: not inside the compiled graph
         assert set(mixer_backends) == {'auto', 'reference'}
+
+
+def test_compile_mode():
+    model = MambaOut(dict(depths=(1, 1), dims=(8, 16)), out_indices=(1, ),
+                     compile_stages='reduce-overhead')
+    assert [s.compile_mode for s in model.stages] == ['reduce-overhead'] * 2
+    assert [s.compile_mode for s in MambaOut(dict(depths=(1, ), dims=(8, )), out_indices=(0, ),
+                                             compile_stages=True).stages] == ['default']
+    with pytest.raises(ValueError, match='compile_stages must be a bool or one of'):
+        MambaOut(dict(depths=(1, ), dims=(8, )), out_indices=(0, ), compile_stages='fast')
