@@ -39,9 +39,13 @@ def parse_args(argv=None):
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--dtype', default='fp32', choices=['fp32', 'bf16', 'fp16'],
                    help='bf16/fp16: autocast (AMP), weights stay fp32')
-    p.add_argument('--compile', action='store_true',
+    p.add_argument('--compile', nargs='?', const='default', default=None,
+                   choices=['default', 'reduce-overhead', 'max-autotune-no-cudagraphs'],
+                   metavar='MODE',
                    help="torch.compile each stage's blocks of both models (ours: "
-                        'compile_stages=True); adds a timm eager row')
+                        'compile_stages=MODE, default mode if none given; '
+                        "'reduce-overhead' also replays them as CUDA graphs); adds a timm "
+                        'eager row')
     p.add_argument('--fused-mixer', action=argparse.BooleanOptionalAction, default=True,
                    help="our blocks' fused token mixer (MambaOut fused_mixer; CUDA only)")
     p.add_argument('--cuda-graph', action='store_true',
@@ -55,13 +59,13 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def build_models(arch, device, fused_mixer=True, compile_stages=False):
+def build_models(arch, device, fused_mixer=True, compile_stages=None):
     import timm
 
     from mmmambaout.models.backbones.mambaout import MambaOut, checkpoint_filter_fn
     ref = timm.create_model(f'mambaout_{arch}', num_classes=0)
     ours = MambaOut(arch, out_indices=(3, ), norm_out=False, fused_mixer=fused_mixer,
-                    compile_stages=compile_stages)
+                    compile_stages=compile_stages or False)
     ours.init_weights()
     state = {k: v for k, v in checkpoint_filter_fn(ref.state_dict()).items()
              if not k.startswith('head.')}
@@ -69,12 +73,12 @@ def build_models(arch, device, fused_mixer=True, compile_stages=False):
     return ours.to(device).train(), ref.to(device).train()
 
 
-def compile_timm_stages(model):
+def compile_timm_stages(model, mode='default'):
     """timm's stages run ``self.blocks(x)``: that call goes through one compiled
     function per stage, as ours do with ``compile_stages=True``."""
     from mmmambaout.models.backbones.mambaout import compiled_blocks_runner
     for i, stage in enumerate(model.stages):
-        stage.blocks.forward = functools.partial(compiled_blocks_runner(f'timm_stage{i}'),
+        stage.blocks.forward = functools.partial(compiled_blocks_runner(f'timm_stage{i}', mode),
                                                  stage.blocks)
     return model
 
@@ -105,7 +109,7 @@ def main(argv=None):
     # stays eager
     models = {'ours': (ours, True)}
     if args.compile:
-        models['timm'] = (compile_timm_stages(copy.deepcopy(ref)), False)
+        models['timm'] = (compile_timm_stages(copy.deepcopy(ref), args.compile), False)
         models['timm eager'] = (ref, False)
     else:
         models['timm'] = (ref, False)
