@@ -13,8 +13,11 @@ Each parameter keeps exactly the hyper-parameters it had, and a param scheduler 
 every group's lr by the same factor, so the update is the same; Mask R-CNN MambaOut-T
 goes from ~210 groups to 2.
 
-The optimizer state in a checkpoint follows the groups, so resume with the same setting
-that wrote it (``train_speedups`` on or off on both sides).
+The optimizer state in a checkpoint follows the groups. A checkpoint written with one
+group per parameter (``train_speedups=False``, mmengine's own constructor, or an earlier
+mmmambaout) still resumes here: its state is mapped onto the merged groups when loaded.
+The other way round, resuming a merged checkpoint without the merge, is mmengine's own
+path and fails on the group count: resume with the setting that wrote it.
 
 Use::
 
@@ -23,6 +26,7 @@ Use::
         inner_constructor='VimLayerDecayOptimWrapperConstructor',   # optional
         optimizer=dict(type='AdamW', lr=1e-4), paramwise_cfg=dict(norm_decay_mult=0.))
 """
+import functools
 from typing import Optional
 
 import torch
@@ -40,8 +44,9 @@ def merge_param_groups(optimizer: torch.optim.Optimizer) -> int:
     """Merge ``optimizer``'s param groups with equal settings, in place, keeping the order
     of first appearance of groups and of parameters; return the number of groups left.
 
-    Only for a fresh optimizer: per-parameter state is keyed by the parameter and is
-    kept, but a state dict saved before the merge no longer matches the groups."""
+    For a fresh optimizer. State dicts in the layout from before the merge are converted
+    when loaded (:func:`_state_dict_to_merged`)."""
+    unmerged = [list(group['params']) for group in optimizer.param_groups]
     merged = {}
     for group in optimizer.param_groups:
         key = _setting_key(group)
@@ -49,8 +54,42 @@ def merge_param_groups(optimizer: torch.optim.Optimizer) -> int:
             merged[key]['params'].extend(group['params'])
         else:
             merged[key] = dict(group, params=list(group['params']))
-    optimizer.param_groups[:] = list(merged.values())
+    if len(merged) < len(unmerged):
+        optimizer.param_groups[:] = list(merged.values())
+        optimizer.register_load_state_dict_pre_hook(
+            functools.partial(_state_dict_to_merged, unmerged=unmerged))
     return len(optimizer.param_groups)
+
+
+def _state_dict_to_merged(optimizer, state_dict, unmerged):
+    """An optimizer state dict laid out as ``unmerged`` (the groups before the merge),
+    rewritten for ``optimizer``'s merged groups; any other state dict is returned as is
+    (PyTorch then checks it)."""
+    groups = state_dict['param_groups']
+    if (len(groups) == len(optimizer.param_groups) or len(groups) != len(unmerged)
+            or any(len(g['params']) != len(u) for g, u in zip(groups, unmerged))):
+        return state_dict
+    source = {}   # parameter -> (its id in the loaded state, its loaded group)
+    for group, params in zip(groups, unmerged):
+        for loaded_id, param in zip(group['params'], params):
+            source[param] = (loaded_id, group)
+    state, new_groups, new_id = {}, [], 0
+    for group in optimizer.param_groups:
+        settings = [_setting_key(source[p][1]) for p in group['params']]
+        if len(set(settings)) > 1:
+            raise ValueError(
+                'cannot resume this optimizer state with merged param groups: parameters '
+                'that share one group now had different settings in the checkpoint; resume '
+                'with train_speedups=False (or without MergedParamGroupsOptimWrapperConstructor)')
+        ids = []
+        for param in group['params']:
+            loaded_id = source[param][0]
+            if loaded_id in state_dict['state']:
+                state[new_id] = state_dict['state'][loaded_id]
+            ids.append(new_id)
+            new_id += 1
+        new_groups.append(dict(source[group['params'][0]][1], params=ids))
+    return dict(state_dict, state=state, param_groups=new_groups)
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()

@@ -22,8 +22,9 @@ on:
   which also lets the AMP loss scaler skip its host-side inf check.
 * The optimizer gets one param group per distinct setting instead of one per parameter
   (``MergedParamGroupsOptimWrapperConstructor`` around the configured constructor), so
-  that fused step is one step, not ~200. Optimizer state in checkpoints follows the
-  groups: resume with the same setting of the key.
+  that fused step is one step, not ~200. Checkpoints written with per-parameter groups
+  still resume (their optimizer state is mapped onto the merged groups); merged ones need
+  the key on to resume.
 
 A config without the key (mmdet's or mmseg's own) is left unchanged.
 """

@@ -95,3 +95,47 @@ def test_wraps_another_constructor():
 def test_cannot_wrap_itself():
     with pytest.raises(ValueError, match='inner_constructor cannot be'):
         build(Net(), True, constructor='MergedParamGroupsOptimWrapperConstructor')
+
+
+def train(model, opt, x, steps):
+    for _ in range(steps):
+        opt.update_params(model(x).square().mean())
+
+
+def test_resumes_a_checkpoint_with_one_group_per_parameter():
+    torch.manual_seed(0)
+    a = Net()
+    x = torch.randn(4, 3, 9, 9)
+    opt_a = build(a, False)
+    sched_a = LinearLR(opt_a.optimizer, start_factor=0.25, by_epoch=False, begin=0, end=5)
+    for _ in range(3):
+        train(a, opt_a, x, 1)
+        sched_a.step()
+    b = copy.deepcopy(a)
+    opt_b = build(b, True)
+    opt_b.load_state_dict(copy.deepcopy(opt_a.state_dict()))     # what --resume does
+    assert len(opt_b.optimizer.param_groups) == 3
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert (settings_by_param(opt_a.optimizer)[id(pa)]
+                == settings_by_param(opt_b.optimizer)[id(pb)])
+        assert all(torch.equal(u, v) for u, v in zip(opt_a.optimizer.state[pa].values(),
+                                                      opt_b.optimizer.state[pb].values()))
+    train(a, opt_a, x, 2)
+    train(b, opt_b, x, 2)
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(pa, pb), name
+    # a merged checkpoint loads as usual, and the optimizer still pickles
+    opt_c = build(copy.deepcopy(b), True)
+    opt_c.load_state_dict(opt_b.state_dict())
+    import pickle
+    pickle.dumps(opt_c.optimizer)
+
+
+def test_checkpoint_that_cannot_be_merged_is_refused():
+    model = Net()
+    stock = build(model, False)
+    state = stock.state_dict()
+    state['param_groups'][0]['lr'] = 0.5    # conv.weight now differs from fc.weight
+    merged = build(model, True)
+    with pytest.raises(ValueError, match='resume with train_speedups=False'):
+        merged.load_state_dict(state)
