@@ -15,6 +15,10 @@ on:
   feature-map size instead of on every call (each rebuild synchronises once per level).
 * ``FCNMaskHead`` becomes ``OnDeviceTargetFCNMaskHead``: the same mask targets, computed
   without the four host-device round trips of mmdet's ``mask_target``.
+* ``RPNHead`` becomes ``BatchedRPNHead``: one loss call over all levels and images
+  instead of one per level, and proposal selection for all images at once; the loss
+  values agree to float rounding (the sum runs in another order), the gradients are
+  mmdet's.
 * ``DetDataPreprocessor`` becomes ``LazyMaskPadDetDataPreprocessor``: bitmap gt masks
   are padded to the batch shape when read, and by that mask head on the device, instead
   of by NumPy on the host every step.
@@ -39,6 +43,7 @@ SWAPPED_TYPES = {
     'FCNMaskHead': 'OnDeviceTargetFCNMaskHead',
     'AnchorGenerator': 'CachedAnchorGenerator',
     'DetDataPreprocessor': 'LazyMaskPadDetDataPreprocessor',
+    'RPNHead': 'BatchedRPNHead',
 }
 FUSED_OPTIMIZERS = ('Adam', 'AdamW', 'SGD')
 MERGED_CONSTRUCTOR = 'MergedParamGroupsOptimWrapperConstructor'

@@ -1,2 +1,3 @@
+from .batched_rpn_head import BatchedRPNHead  # noqa: F401
 from .fcn_mask_head import OnDeviceTargetFCNMaskHead, mask_target_on_device  # noqa: F401
 from .mambaout_head import MambaOutClsHead  # noqa: F401

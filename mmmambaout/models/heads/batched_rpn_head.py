@@ -1,0 +1,119 @@
+"""mmdet's RPN head with its loss and its proposal selection batched over levels / images.
+
+mmdet's ``RPNHead`` computes the loss level by level (five classification and five
+regression loss calls, each with its own reshapes, weighting and a host sync in the
+loss) after splitting the per-image targets into levels, and selects proposals image by
+image and level by level (ten sigmoid / sort / gather sequences for two images). The
+detection step is host-bound, so those few hundred small ops per step are time.
+
+:class:`BatchedRPNHead` keeps mmdet's per-image target assignment and sampling and its
+per-image NMS, and changes only how the rest is laid out:
+
+* loss: all levels of all images in one classification and one regression loss call.
+  Each element's loss and gradient are mmdet's; only the sum runs in another order, so
+  the loss values agree to float rounding and the gradients are equal. ``loss_rpn_cls``
+  and ``loss_rpn_bbox`` are single tensors instead of one per level (mmdet sums the
+  lists when it logs them: the same totals).
+* proposals: each level's scores are sigmoided, sorted and cut to ``nms_pre`` for all
+  images at once (a row-wise sort, so ties between exactly equal scores may come out in
+  another order than mmdet's one-image sort); decoding and NMS stay per image, as
+  mmdet's.
+"""
+import torch
+from mmdet.models.dense_heads import RPNHead
+from mmdet.models.utils import multi_apply
+from mmdet.registry import MODELS
+from mmdet.structures.bbox import cat_boxes, get_box_tensor
+from mmengine.structures import InstanceData
+
+
+def _flat(maps, num_imgs, channels):
+    """Per-level ``(N, A * channels, H, W)`` maps -> ``(N, sum_l H W A, channels)`` in
+    mmdet's anchor order (level, then row, column, anchor)."""
+    return torch.cat([m.permute(0, 2, 3, 1).reshape(num_imgs, -1, channels) for m in maps], 1)
+
+
+@MODELS.register_module()
+class BatchedRPNHead(RPNHead):
+    """:class:`RPNHead` with one loss call over all levels and images and level-wise
+    proposal selection for all images at once (see the module doc)."""
+
+    def loss_by_feat(self, cls_scores, bbox_preds, batch_gt_instances, batch_img_metas,
+                     batch_gt_instances_ignore=None):
+        num_imgs = len(batch_img_metas)
+        featmap_sizes = [s.size()[-2:] for s in cls_scores]
+        anchor_list, valid_flag_list = self.get_anchors(
+            featmap_sizes, batch_img_metas, device=cls_scores[0].device)
+        if batch_gt_instances_ignore is None:
+            batch_gt_instances_ignore = [None] * num_imgs
+        anchors = [cat_boxes(a) for a in anchor_list]
+        (labels, label_weights, bbox_targets, bbox_weights, _, _,
+         sampling_results) = multi_apply(
+            self._get_targets_single, anchors, [torch.cat(v) for v in valid_flag_list],
+            batch_gt_instances, batch_img_metas, batch_gt_instances_ignore,
+            unmap_outputs=True)[:7]
+        avg_factor = sum(r.avg_factor for r in sampling_results)
+        self._raw_positive_infos.update(sampling_results=sampling_results)
+
+        loss_cls = self.loss_cls(
+            _flat(cls_scores, num_imgs, self.cls_out_channels).reshape(-1, self.cls_out_channels),
+            torch.stack(labels).reshape(-1), torch.stack(label_weights).reshape(-1),
+            avg_factor=avg_factor)
+        dim = self.bbox_coder.encode_size
+        bbox_pred = _flat(bbox_preds, num_imgs, dim).reshape(-1, dim)
+        if self.reg_decoded_bbox:
+            anchors = torch.stack([get_box_tensor(a) for a in anchors]).reshape(-1, 4)
+            bbox_pred = get_box_tensor(self.bbox_coder.decode(anchors, bbox_pred))
+        bbox_targets = torch.stack(bbox_targets)
+        loss_bbox = self.loss_bbox(
+            bbox_pred, bbox_targets.reshape(-1, bbox_targets.size(-1)),
+            torch.stack(bbox_weights).reshape(-1, bbox_targets.size(-1)), avg_factor=avg_factor)
+        return dict(loss_rpn_cls=loss_cls, loss_rpn_bbox=loss_bbox)
+
+    def predict_by_feat(self, cls_scores, bbox_preds, score_factors=None, batch_img_metas=None,
+                        cfg=None, rescale=False, with_nms=True):
+        if score_factors is not None:   # not an RPN output: mmdet's path
+            return super().predict_by_feat(cls_scores, bbox_preds, score_factors,
+                                           batch_img_metas, cfg, rescale, with_nms)
+        cfg = self.test_cfg if cfg is None else cfg
+        nms_pre = cfg.get('nms_pre', -1)
+        num_imgs = len(batch_img_metas)
+        priors = self.prior_generator.grid_priors(
+            [s.shape[-2:] for s in cls_scores], dtype=cls_scores[0].dtype,
+            device=cls_scores[0].device)
+        dim = self.bbox_coder.encode_size
+        mlvl_scores, mlvl_deltas, mlvl_priors, level_ids = [], [], [], []
+        for level, (cls_score, bbox_pred, level_priors) in enumerate(
+                zip(cls_scores, bbox_preds, priors)):
+            cls_score = _flat([cls_score.detach()], num_imgs, self.cls_out_channels)
+            deltas = _flat([bbox_pred.detach()], num_imgs, dim)
+            if self.use_sigmoid_cls:
+                scores = cls_score.sigmoid()
+            else:   # FG labels first since mmdet v2.0; the last column is background
+                scores = cls_score.softmax(-1)[..., :-1]
+            scores = scores.squeeze(-1)
+            if 0 < nms_pre < scores.shape[1]:
+                scores, rank = scores.sort(dim=1, descending=True)
+                rank, scores = rank[:, :nms_pre], scores[:, :nms_pre]
+                deltas = deltas.gather(1, rank[..., None].expand(-1, -1, dim))
+                level_priors = level_priors[rank]
+            else:
+                level_priors = level_priors.expand(num_imgs, -1, -1)
+            mlvl_scores.append(scores)
+            mlvl_deltas.append(deltas)
+            mlvl_priors.append(level_priors)
+            level_ids.append(scores.new_full((scores.size(1), ), level, dtype=torch.long))
+        scores, deltas = torch.cat(mlvl_scores, 1), torch.cat(mlvl_deltas, 1)
+        priors, level_ids = torch.cat(mlvl_priors, 1), torch.cat(level_ids)
+        results = []
+        for i, img_meta in enumerate(batch_img_metas):
+            proposals = InstanceData(
+                bboxes=self.bbox_coder.decode(priors[i], deltas[i],
+                                              max_shape=img_meta['img_shape']),
+                scores=scores[i], level_ids=level_ids)
+            results.append(self._bbox_post_process(proposals, cfg=cfg, rescale=rescale,
+                                                   img_meta=img_meta))
+        return results
+
+
+__all__ = ['BatchedRPNHead']

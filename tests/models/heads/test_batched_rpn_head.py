@@ -1,0 +1,85 @@
+"""BatchedRPNHead against mmdet's RPNHead (CPU, float32): proposals bitwise equal, the
+loss to float32 rounding (rtol 1e-6, one sum instead of five), gradients bitwise equal."""
+import mmmambaout  # noqa: F401  (mmcv op backend before mmdet)
+import pytest
+import torch
+from mmdet.models.dense_heads import RPNHead
+from mmengine.config import ConfigDict
+from mmengine.structures import InstanceData
+
+from mmmambaout.models.heads import BatchedRPNHead
+
+STRIDES = [4, 8, 16, 32, 64]
+
+
+def head_kwargs(use_sigmoid=True):
+    return dict(
+        in_channels=8, feat_channels=8,
+        anchor_generator=dict(type='AnchorGenerator', scales=[8], ratios=[0.5, 1.0, 2.0],
+                              strides=STRIDES),
+        bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[.0] * 4,
+                        target_stds=[1.0] * 4),
+        loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=use_sigmoid, loss_weight=1.0),
+        loss_bbox=dict(type='L1Loss', loss_weight=1.0),
+        train_cfg=ConfigDict(
+            assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.7, neg_iou_thr=0.3,
+                          min_pos_iou=0.3, match_low_quality=True, ignore_iof_thr=-1),
+            sampler=dict(type='RandomSampler', num=256, pos_fraction=0.5, neg_pos_ub=-1,
+                         add_gt_as_proposals=False),
+            allowed_border=-1, pos_weight=-1, debug=False),
+        test_cfg=ConfigDict(nms_pre=300, max_per_img=100, nms=dict(type='nms', iou_threshold=0.7),
+                            min_bbox_size=0))
+
+
+def heads(use_sigmoid=True):
+    torch.manual_seed(0)
+    stock = RPNHead(**head_kwargs(use_sigmoid))
+    ours = BatchedRPNHead(**head_kwargs(use_sigmoid))
+    ours.load_state_dict(stock.state_dict())
+    return stock, ours
+
+
+def inputs(pad=(128, 160)):
+    g = torch.Generator().manual_seed(1)
+    feats = [torch.randn(2, 8, -(-pad[0] // s), -(-pad[1] // s), generator=g) for s in STRIDES]
+    metas = [dict(img_shape=(128, 150), pad_shape=pad, batch_input_shape=pad,
+                  scale_factor=(1.5, 1.5)),
+             dict(img_shape=(100, 160), pad_shape=pad, batch_input_shape=pad,
+                  scale_factor=(0.5, 0.5))]
+    gts = []
+    for _ in range(2):
+        xy = torch.rand(4, 2, generator=g) * 100
+        gts.append(InstanceData(bboxes=torch.cat((xy, xy + 10 + 40 * torch.rand(4, 2, generator=g)), 1),
+                                labels=torch.zeros(4, dtype=torch.long)))
+    return feats, metas, gts
+
+
+@pytest.mark.parametrize('use_sigmoid', [True, False])
+@pytest.mark.parametrize('rescale', [False, True])
+def test_proposals_equal_mmdet(use_sigmoid, rescale):
+    stock, ours = heads(use_sigmoid)
+    feats, metas, _ = inputs()
+    outs = stock(feats)
+    ref = stock.predict_by_feat(*outs, batch_img_metas=metas, rescale=rescale)
+    got = ours.predict_by_feat(*outs, batch_img_metas=metas, rescale=rescale)
+    for r, o in zip(ref, got):
+        assert len(r) > 0
+        for key in ('bboxes', 'scores', 'labels'):
+            assert torch.equal(r.get(key), o.get(key)), key
+
+
+def test_loss_equals_mmdet_and_gradients_bitwise():
+    results = []
+    for head in heads():
+        feats, metas, gts = inputs()
+        feats = [f.requires_grad_() for f in feats]
+        torch.manual_seed(5)    # the sampler draws
+        losses = head.loss_by_feat(*head(feats), gts, metas)
+        total = sum(sum(v) if isinstance(v, list) else v for v in losses.values())
+        total.backward()
+        results.append((losses, [f.grad for f in feats]))
+    (stock_losses, stock_grads), (our_losses, our_grads) = results
+    for key in ('loss_rpn_cls', 'loss_rpn_bbox'):
+        assert len(stock_losses[key]) == 5 and our_losses[key].dim() == 0
+        torch.testing.assert_close(our_losses[key], sum(stock_losses[key]), rtol=1e-6, atol=0)
+    assert all(torch.equal(a, b) for a, b in zip(stock_grads, our_grads))
