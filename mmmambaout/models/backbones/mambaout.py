@@ -211,7 +211,16 @@ class MambaOutStage(nn.Module):
     def forward(self, x):
         x = self.downsample(x)
         if self.compile_name is not None:
-            return compiled_blocks_runner(self.compile_name, self.compile_mode)(self.blocks, x)
+            run = compiled_blocks_runner(self.compile_name, self.compile_mode)
+            try:
+                return run(self.blocks, x)
+            except torch._dynamo.exc.BackendCompilerFailed as e:
+                raise RuntimeError(
+                    f'MambaOut compile_stages: torch.compile could not compile '
+                    f'{self.compile_name} on {x.device.type} ({type(e.inner_exception).__name__}'
+                    f': {e.inner_exception}). It needs a working inductor backend (Triton on '
+                    f'CUDA, a C++ compiler on the CPU); or train without it: '
+                    f'model.backbone.compile_stages=False') from e
         for block in self.blocks:
             if self.with_cp and torch.is_grad_enabled():
                 x = cp.checkpoint(block, x, use_reentrant=False)

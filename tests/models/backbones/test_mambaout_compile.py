@@ -165,3 +165,18 @@ def test_compile_mode():
                                              compile_stages=True).stages] == ['default']
     with pytest.raises(ValueError, match='compile_stages must be a bool or one of'):
         MambaOut(dict(depths=(1, ), dims=(8, )), out_indices=(0, ), compile_stages='fast')
+
+
+def test_compiler_failure_says_how_to_go_on(monkeypatch):
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    import mmmambaout.models.backbones.mambaout as mambaout
+
+    def broken(name, mode='default'):
+        def run(blocks, x):
+            raise BackendCompilerFailed(lambda *a: None, OSError('no C++ compiler'), None)
+        return run
+    monkeypatch.setattr(mambaout, 'compiled_blocks_runner', broken)
+    model = MambaOut(dict(depths=(1, ), dims=(8, )), out_indices=(0, ), compile_stages=True)
+    with pytest.raises(RuntimeError, match='(?s)no C\\+\\+ compiler.*compile_stages=False'):
+        model(torch.randn(1, 3, 32, 32))
