@@ -73,12 +73,22 @@ def nms(boxes, scores, iou_threshold, offset):
 PARALLEL_NMS_MIN_BOXES = 2048
 
 
+#: why the parallel NMS is off in this process (no working Triton, or its kernel failed)
+PARALLEL_NMS_DISABLED = None
+
+
 def _parallel_nms(boxes, threshold):
+    global PARALLEL_NMS_DISABLED
+    if PARALLEL_NMS_DISABLED is not None:
+        return None
     try:
         from mmmambaout.ops.parallel_nms import greedy_nms_sorted
-    except Exception:   # no working Triton: torchvision's kernel does it all
+        return greedy_nms_sorted(boxes, threshold)
+    except Exception as e:   # torchvision's kernel does it all from now on
+        PARALLEL_NMS_DISABLED = f'{type(e).__name__}: {e}'
+        warnings.warn('mmmambaout: the Triton NMS is not available here '
+                      f'({PARALLEL_NMS_DISABLED}); using torchvision\'s NMS kernel')
         return None
-    return greedy_nms_sorted(boxes, threshold)
 
 
 def _check_avg_pool(pool_mode):

@@ -48,7 +48,8 @@ def _mask_kernel(boxes_ptr, mask_ptr, n, n_words, threshold, BLOCK_I: tl.constex
     inter = width * height
     area_i = (x2i - x1i) * (y2i - y1i)
     area_j = (x2j - x1j) * (y2j - y1j)
-    iou = inter / (area_j[None, :] + area_i[:, None] - inter)
+    # IEEE division as torchvision's CUDA kernel (Triton's ``/`` is an approximate one)
+    iou = tl.math.div_rn(inter, area_j[None, :] + area_i[:, None] - inter)
     hit = (iou > threshold) & (j[None, :] < i[:, None]) & mj[None, :]
     bits = tl.where(hit, tl.full((1, 64), 1, tl.int64) << lane.to(tl.int64)[None, :], 0)
     tl.store(mask_ptr + i.to(tl.int64) * n_words + w, tl.sum(bits, axis=1), mask=mi)
