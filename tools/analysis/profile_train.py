@@ -7,6 +7,10 @@ synchronisations, host-to-device copies (count, time), host and GPU time per pha
 step (data preprocessor, backbone + neck, RPN, RoI head / decode heads, backward,
 optimizer step), the top operators by GPU time and by host time, and the Python lines
 that caused synchronisations. ``--device cpu`` gives the host-side part only.
+``--count-ops`` adds, for one more iteration, the number of aten operators each phase
+dispatches and how many of them read data back to the host (``nonzero``, ``item``, ...:
+each a synchronisation on CUDA): a measure of host work that needs no GPU (the operators
+differ somewhat between devices: CUDA-only fused paths, CPU-only optimizer details).
 
 Same step as ``benchmark_train.py`` (synthetic batch, same options). Example::
 
@@ -73,14 +77,44 @@ PHASES = (
 OPTIM_PHASES = (('backward', 'backward (all)'), ('step', 'optimizer step'))
 
 
+_ACTIVE_PHASES = []   # labels of the phases being run, innermost last
+
+
 def _wrap(obj, attr, label):
     fn = getattr(obj, attr)
 
     def wrapped(*args, **kwargs):
-        with record_function(f'phase: {label}'):
-            return fn(*args, **kwargs)
+        _ACTIVE_PHASES.append(label)
+        try:
+            with record_function(f'phase: {label}'):
+                return fn(*args, **kwargs)
+        finally:
+            _ACTIVE_PHASES.pop()
 
     setattr(obj, attr, wrapped)
+
+
+# operators whose output size or value the host must read from the device
+READBACK_OPS = ('aten.nonzero', 'aten.masked_select', 'aten.unique', 'aten._unique',
+                'aten._local_scalar_dense', 'aten.equal', 'aten.is_nonzero')
+
+
+def count_ops(step):
+    """Run ``step`` once; aten operators (and read-backs) dispatched per phase."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    ops, readbacks = collections.Counter(), collections.Counter()
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            phase = _ACTIVE_PHASES[-1] if _ACTIVE_PHASES else 'other'
+            ops[phase] += 1
+            if str(func).startswith(READBACK_OPS):
+                readbacks[phase] += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        step()
+    return ops, readbacks
 
 
 def mark_phases(model, optim_wrapper):
@@ -120,6 +154,8 @@ def main():
     parser.add_argument('--top', type=int, default=25)
     parser.add_argument('--cfg-options', nargs='+', default=[])
     parser.add_argument('--trace', help='write a Chrome trace here')
+    parser.add_argument('--count-ops', action='store_true',
+                        help='also count the aten operators of each phase (one more step)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
                         help='cpu: host-side profile only (no GPU time, no sync count)')
     args = parser.parse_args()
@@ -197,6 +233,16 @@ def main():
                           max_name_column_width=60))
     print(f'\ntop {args.top} operators by host (self) time, totals over {n} iterations:')
     print(table.table(sort_by='self_cpu_time_total', row_limit=args.top, max_name_column_width=60))
+
+    if args.count_ops:
+        ops, readbacks = count_ops(step)
+        order = [label for _, label in PHASES + OPTIM_PHASES] + ['other']
+        print('\naten operators dispatched in one iteration, by phase (read-backs: nonzero, '
+              'item, ...; each a synchronisation on CUDA):')
+        print('| phase | aten ops | read-backs |\n|---|---|---|')
+        for label in sorted(ops, key=order.index):
+            print(f'| {label} | {ops[label]} | {readbacks[label]} |')
+        print(f'| total | {sum(ops.values())} | {sum(readbacks.values())} |')
 
     if not cuda:
         return
