@@ -1,1 +1,1 @@
-from . import backbones, data_preprocessors, heads, task_modules  # noqa: F401
+from . import backbones, data_preprocessors, heads, roi_extractors, task_modules  # noqa: F401

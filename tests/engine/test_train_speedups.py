@@ -24,6 +24,7 @@ def test_on_by_default_in_our_configs():
     assert 'RandomSampler -> SyncFreeRandomSampler' in changes
     assert 'DetDataPreprocessor -> LazyMaskPadDetDataPreprocessor' in changes
     assert 'RPNHead -> BatchedRPNHead' in changes
+    assert 'SingleRoIExtractor -> LevelSortedRoIExtractor' in changes
     assert cfg.model.backbone.fused_mixer is True
     assert {'MaxIoUAssigner', 'RandomSampler'}.isdisjoint(types_in(cfg))
     seg = resolve_config(SEG)
