@@ -11,7 +11,7 @@ other constructor (``inner_constructor``, mmengine's default if unset), then mer
 groups whose settings (lr, weight decay, betas, every key except ``params``) are equal.
 Each parameter keeps exactly the hyper-parameters it had, and a param scheduler scales
 every group's lr by the same factor, so the update is the same; Mask R-CNN MambaOut-T
-goes from ~210 groups to 2.
+goes from ~210 groups to 3.
 
 The optimizer state in a checkpoint follows the groups. A checkpoint written with one
 group per parameter (``train_speedups=False``, mmengine's own constructor, or an earlier

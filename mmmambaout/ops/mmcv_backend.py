@@ -56,7 +56,6 @@ def nms(boxes, scores, iou_threshold, offset):
     b = boxes[order].to(_compute_dtype(boxes))
     if offset:
         b = b + b.new_tensor([0, 0, offset, offset])
-    ranks = torch.arange(len(b), 0, -1, dtype=b.dtype, device=b.device)
     # mmcv compares the IoU with a float threshold, so an IoU that rounds to the
     # threshold (33/110 vs 0.3) is kept; torchvision compares with a double and would
     # suppress it, unless handed the threshold already rounded to the working precision
@@ -65,14 +64,13 @@ def nms(boxes, scores, iou_threshold, offset):
         keep = _parallel_nms(b, threshold)
         if keep is not None:
             return order[keep.nonzero().squeeze(1)]
+    ranks = torch.arange(len(b), 0, -1, dtype=b.dtype, device=b.device)
     return order[_torchvision_ops().nms(b, ranks, threshold)]
 
 
 #: from this many boxes on, CUDA float32 NMS runs without torchvision's serial walk
 #: (mmmambaout.ops.parallel_nms; same kept boxes, same order); the RPN's ~9000 per image
 PARALLEL_NMS_MIN_BOXES = 2048
-
-
 #: why the parallel NMS is off in this process (no working Triton, or its kernel failed)
 PARALLEL_NMS_DISABLED = None
 

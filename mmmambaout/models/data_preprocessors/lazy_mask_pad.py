@@ -19,6 +19,15 @@ from mmdet.registry import MODELS
 from mmdet.structures.mask import BitmapMasks
 
 
+def upload_masks(masks, device) -> torch.Tensor:
+    """A ``(n, h, w)`` uint8 NumPy array of masks as a tensor on ``device`` (from pinned
+    memory, asynchronously, for CUDA)."""
+    masks = torch.from_numpy(masks)
+    if device.type == 'cuda':
+        masks = masks.pin_memory()
+    return masks.to(device, non_blocking=True)
+
+
 class LazyPaddedBitmapMasks(BitmapMasks):
     """``BitmapMasks`` of size ``(height, width)`` holding masks of a smaller size that
     are padded (bottom and right, with ``pad_val``) on first read of ``.masks``."""
@@ -45,10 +54,7 @@ class LazyPaddedBitmapMasks(BitmapMasks):
         """The padded masks (``index``: a subset, a LongTensor on ``device``) as a uint8
         tensor on ``device``: the unpadded ones are uploaded (pinned, asynchronously from
         the host) and padded there."""
-        masks = torch.from_numpy(self.unpadded)
-        if device.type == 'cuda':
-            masks = masks.pin_memory()
-        masks = masks.to(device, non_blocking=True)
+        masks = upload_masks(self.unpadded, device)
         if index is not None:
             masks = masks.index_select(0, index)
         pad = (0, self.width - masks.shape[-1], 0, self.height - masks.shape[-2])

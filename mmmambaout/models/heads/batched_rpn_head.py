@@ -27,10 +27,10 @@ from mmdet.structures.bbox import cat_boxes, get_box_tensor
 from mmengine.structures import InstanceData
 
 
-def _flat(maps, num_imgs, channels):
-    """Per-level ``(N, A * channels, H, W)`` maps -> ``(N, sum_l H W A, channels)`` in
-    mmdet's anchor order (level, then row, column, anchor)."""
-    return torch.cat([m.permute(0, 2, 3, 1).reshape(num_imgs, -1, channels) for m in maps], 1)
+def _flat(level_map, num_imgs, channels):
+    """One level's ``(N, A * channels, H, W)`` map -> ``(N, H W A, channels)`` in mmdet's
+    anchor order (row, column, anchor); levels concatenated on dim 1 follow each other."""
+    return level_map.permute(0, 2, 3, 1).reshape(num_imgs, -1, channels)
 
 
 @MODELS.register_module()
@@ -56,11 +56,12 @@ class BatchedRPNHead(RPNHead):
         self._raw_positive_infos.update(sampling_results=sampling_results)
 
         loss_cls = self.loss_cls(
-            _flat(cls_scores, num_imgs, self.cls_out_channels).reshape(-1, self.cls_out_channels),
+            torch.cat([_flat(s, num_imgs, self.cls_out_channels) for s in cls_scores],
+                      1).reshape(-1, self.cls_out_channels),
             torch.stack(labels).reshape(-1), torch.stack(label_weights).reshape(-1),
             avg_factor=avg_factor)
         dim = self.bbox_coder.encode_size
-        bbox_pred = _flat(bbox_preds, num_imgs, dim).reshape(-1, dim)
+        bbox_pred = torch.cat([_flat(b, num_imgs, dim) for b in bbox_preds], 1).reshape(-1, dim)
         if self.reg_decoded_bbox:
             anchors = torch.stack([get_box_tensor(a) for a in anchors]).reshape(-1, 4)
             bbox_pred = get_box_tensor(self.bbox_coder.decode(anchors, bbox_pred))
@@ -85,8 +86,8 @@ class BatchedRPNHead(RPNHead):
         mlvl_scores, mlvl_deltas, mlvl_priors, level_ids = [], [], [], []
         for level, (cls_score, bbox_pred, level_priors) in enumerate(
                 zip(cls_scores, bbox_preds, priors)):
-            cls_score = _flat([cls_score.detach()], num_imgs, self.cls_out_channels)
-            deltas = _flat([bbox_pred.detach()], num_imgs, dim)
+            cls_score = _flat(cls_score.detach(), num_imgs, self.cls_out_channels)
+            deltas = _flat(bbox_pred.detach(), num_imgs, dim)
             if self.use_sigmoid_cls:
                 scores = cls_score.sigmoid()
             else:   # FG labels first since mmdet v2.0; the last column is background

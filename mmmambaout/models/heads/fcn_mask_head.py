@@ -18,17 +18,15 @@ from mmdet.registry import MODELS
 from mmdet.structures.mask import BitmapMasks
 from torch.nn.modules.utils import _pair
 
-from mmmambaout.models.data_preprocessors.lazy_mask_pad import LazyPaddedBitmapMasks
+from mmmambaout.models.data_preprocessors.lazy_mask_pad import (LazyPaddedBitmapMasks,
+                                                                upload_masks)
 
 
 def _masks_on(gt_masks: BitmapMasks, device, index) -> torch.Tensor:
     """``gt_masks[index]`` as a uint8 tensor on ``device``, of the masks' full size."""
     if isinstance(gt_masks, LazyPaddedBitmapMasks):
         return gt_masks.to_padded_tensor(device, index)
-    masks = torch.from_numpy(gt_masks.masks)
-    if device.type == 'cuda':
-        masks = masks.pin_memory()
-    return masks.to(device, non_blocking=True).index_select(0, index)
+    return upload_masks(gt_masks.masks, device).index_select(0, index)
 
 
 def mask_target_on_device(pos_proposals, pos_assigned_gt_inds, gt_masks, cfg):
