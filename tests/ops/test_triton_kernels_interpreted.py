@@ -22,7 +22,7 @@ def scan_checks():
     sys.path.insert(0, HERE)
     from test_selective_scan import check_against_plain, make_inputs
 
-    from mmmambaout.ops.selective_scan.triton import BLOCK_L, selective_scan_triton
+    from mmmambaout.ops.selective_scan.triton import CONFIGS, selective_scan_triton
 
     def fn(args, softplus):
         args = dict(args)
@@ -30,12 +30,20 @@ def scan_checks():
             args['B'], args['C'] = args['B'].unsqueeze(1), args['C'].unsqueeze(1)
         return selective_scan_triton(**args, delta_softplus=softplus, return_last_state=True)
 
-    cases = [dict(L=1), dict(L=BLOCK_L + 5), dict(L=2 * BLOCK_L, groups=2, dim=8),
-             dict(L=23, optional=False), dict(L=19, delta_scale=200.0)]
-    for case in cases:
-        softplus = case.get('optional', True)
-        check_against_plain(make_inputs(**case), softplus, fn, 1e-5, 1e-5)
-    return len(cases)
+    # the forward's chunk longer than, shorter than and equal to the saved-state interval
+    # (the backward's chunk), with channel blocks of 1, 2 and 4
+    n = 0
+    for fwd_l, bwd_l, block_d in ((64, 16, 4), (16, 32, 2), (32, 32, 1)):
+        CONFIGS['float32'] = dict(fwd=dict(BLOCK_L=fwd_l, BLOCK_D=block_d, num_warps=1),
+                                  bwd=dict(BLOCK_L=bwd_l, BLOCK_D=block_d, num_warps=1))
+        longest = max(fwd_l, bwd_l)
+        cases = [dict(L=1), dict(L=longest + 5), dict(L=2 * longest, groups=2, dim=8),
+                 dict(L=23, optional=False), dict(L=19, delta_scale=200.0)]
+        for case in cases:
+            softplus = case.get('optional', True)
+            check_against_plain(make_inputs(**case), softplus, fn, 1e-5, 1e-5)
+        n += len(cases)
+    return n
 
 
 def mixer_checks():

@@ -174,43 +174,46 @@ def header(device):
 
 
 def sweep(args_ns, device, apply_best=False):
-    """Time Triton launch configs at the first length and dtype: the forward config by
-    forward time, then the backward config by forward+backward time, for each chunk
-    length. With ``apply_best``, keep the fastest combination for the table."""
+    """Time Triton launch configs at the first length, for each dtype: the forward config
+    (chunk length, channels per program, warps) by forward time, then the backward config
+    by forward+backward time with the fastest forward. With ``apply_best``, keep the
+    fastest configs for the table."""
     from mmmambaout.ops.selective_scan import triton as tri
-    L, dname = args_ns.lengths[0], args_ns.dtypes[0]
-    inputs = make_inputs(args_ns.batch, args_ns.dim, args_ns.N, L, DTYPES[dname], device)
-    rows, best = [], None
-    for bl in (16, 32, 64):
-        tri.BLOCK_L = bl
-        fwd_rows = []
-        for bd in (1, 2, 4):
-            for nw in (1, 2, 4):
-                tri.FWD_CONFIG.update(BLOCK_D=bd, num_warps=nw)
-                with torch.no_grad():
-                    t = bench(lambda: selective_scan(**inputs, delta_softplus=True,
-                                                     backend='triton'), device)
-                fwd_rows.append((t, bd, nw))
-                print(f'L={L} {dname} BLOCK_L={bl} fwd BLOCK_D={bd} warps={nw}: {t:.3f} ms',
-                      flush=True)
-        t_f, fbd, fnw = min(fwd_rows)
-        tri.FWD_CONFIG.update(BLOCK_D=fbd, num_warps=fnw)
-        for bd in (1, 2, 4):
-            for nw in (2, 4, 8):
-                tri.BWD_CONFIG.update(BLOCK_D=bd, num_warps=nw)
-                _, t_fb, _, _ = run_case('triton', inputs, device, None)
-                print(f'L={L} {dname} BLOCK_L={bl} bwd BLOCK_D={bd} warps={nw}: '
-                      f'fwd+bwd {t_fb:.3f} ms', flush=True)
-                row = dict(L=L, dtype=dname, BLOCK_L=bl, fwd=dict(BLOCK_D=fbd, num_warps=fnw),
-                           bwd=dict(BLOCK_D=bd, num_warps=nw), fwd_ms=t_f, fwd_bwd_ms=t_fb)
-                rows.append(row)
-                if best is None or t_fb < best['fwd_bwd_ms']:
-                    best = row
-    print(f'best: {best}', flush=True)
-    if apply_best:
-        tri.BLOCK_L = best['BLOCK_L']
-        tri.FWD_CONFIG.update(best['fwd'])
-        tri.BWD_CONFIG.update(best['bwd'])
+    L = args_ns.lengths[0]
+    grid = [(bl, bd, nw) for bl in (16, 32, 64) for bd, nw in
+            ((1, 1), (2, 1), (2, 2), (4, 1), (4, 2), (4, 4), (8, 4))]
+    rows = []
+    for dname in args_ns.dtypes:
+        key = 'float32' if dname == 'fp32' else '16bit'
+        cfg = tri.CONFIGS[key]
+        default = {k: dict(v) for k, v in cfg.items()}
+        inputs = make_inputs(args_ns.batch, args_ns.dim, args_ns.N, L, DTYPES[dname], device)
+        best_fwd = None
+        for bl, bd, nw in grid:
+            cfg['fwd'] = dict(BLOCK_L=bl, BLOCK_D=bd, num_warps=nw)
+            with torch.no_grad():
+                t = bench(lambda: selective_scan(**inputs, delta_softplus=True,
+                                                 backend='triton'), device)
+            print(f'L={L} {dname} fwd {cfg["fwd"]}: {t:.3f} ms', flush=True)
+            rows.append(dict(L=L, dtype=dname, fwd=dict(cfg['fwd']), fwd_ms=t))
+            if best_fwd is None or t < best_fwd[0]:
+                best_fwd = (t, dict(cfg['fwd']))
+        cfg['fwd'] = best_fwd[1]
+        best = None
+        for bl, bd, nw in grid:
+            cfg['bwd'] = dict(BLOCK_L=bl, BLOCK_D=bd, num_warps=nw)
+            _, t_fb, _, _ = run_case('triton', inputs, device, None)
+            print(f'L={L} {dname} fwd {cfg["fwd"]} bwd {cfg["bwd"]}: fwd+bwd {t_fb:.3f} ms',
+                  flush=True)
+            rows.append(dict(L=L, dtype=dname, fwd=dict(cfg['fwd']), bwd=dict(cfg['bwd']),
+                             fwd_bwd_ms=t_fb))
+            if best is None or t_fb < best[0]:
+                best = (t_fb, dict(cfg['bwd']))
+        print(f'best {dname}: fwd {cfg["fwd"]} ({best_fwd[0]:.3f} ms) bwd {best[1]} '
+              f'(fwd+bwd {best[0]:.3f} ms)', flush=True)
+        cfg['bwd'] = best[1]
+        if not apply_best:
+            cfg.update(default)
     return rows
 
 
@@ -246,8 +249,7 @@ def main():
             return
     if 'triton' in available_backends(device):
         from mmmambaout.ops.selective_scan import triton as tri
-        print(f'triton config: BLOCK_L={tri.BLOCK_L} forward {tri.FWD_CONFIG} '
-              f'backward {tri.BWD_CONFIG}')
+        print(f'triton configs: {tri.CONFIGS}')
     bw = measure_bandwidth(device)
     if bw:
         print(f'measured copy bandwidth: {bw / 1e12:.2f} TB/s (read + write)')

@@ -2,18 +2,23 @@
 
 One program handles ``BLOCK_D`` channels of one batch element and all N states, and
 walks the sequence in chunks of ``BLOCK_L`` steps. Inside a chunk, the recurrence
-``h_t = exp(delta'_t A) h_{t-1} + delta'_t B_t u_t`` is a parallel associative scan
-over the affine maps ``(a, b)`` along the chunk (``tl.associative_scan``); the state
-entering the chunk is carried in registers. Only products of decays ``<= 1`` are
-formed, so large ``delta`` underflows to 0 and never gives NaN. The state and all
-arithmetic are float32; inputs may be float32, float16 or bfloat16.
+``h_t = exp(delta'_t A) h_{t-1} + delta'_t B_t u_t`` is an associative scan over the
+affine maps ``(a, b)`` along the chunk (``tl.associative_scan``); the state entering
+the chunk is carried in registers. Only products of decays ``<= 1`` are formed, so
+large ``delta`` underflows to 0 and never gives NaN. The state and all arithmetic are
+float32; inputs may be float32, float16 or bfloat16.
 
-The forward writes the state at the end of every chunk (batch, dim, chunks, N) for
-the backward, which walks the chunks in reverse, recomputes each chunk's states from
-the saved one, and solves the adjoint recurrence
-``g_t = C_t dy_t + exp(delta'_{t+1} A) g_{t+1}`` with a reverse scan. Gradients of B
-and C are reduced over the channels of a program and added atomically (float32);
-those of A, D and delta_bias are reduced per batch element and summed afterwards.
+The forward's tiles are (step, channel, state), so the scanned axis stays inside a
+thread (a sequential scan, no shuffles); the backward's are (channel, state, step),
+which keeps its many sums over the states inside a thread instead. Each was the faster
+layout for its kernel on an H100 (docs/selective_scan.md).
+
+The forward saves the state every backward chunk (batch, dim, chunks, N); the backward
+walks its chunks in reverse, recomputes each chunk's states from the saved one, and
+solves the adjoint recurrence ``g_t = C_t dy_t + exp(delta'_{t+1} A) g_{t+1}`` with a
+reverse scan. Gradients of B and C are reduced over the channels of a program and added
+atomically (float32); those of A, D and delta_bias are reduced per batch element and
+summed afterwards.
 """
 from __future__ import annotations
 
@@ -21,14 +26,21 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ['selective_scan_triton', 'FWD_CONFIG', 'BWD_CONFIG', 'BLOCK_L']
+__all__ = ['selective_scan_triton', 'CONFIGS']
 
-LOG2E = 1.4426950408889634
+#: Launch parameters per input width, tuned on an H100 at Vim-S shapes (see
+#: docs/selective_scan.md). The backward's ``BLOCK_L`` is also the interval at which the
+#: forward saves the state, so the two chunk lengths are independent.
+CONFIGS = {
+    'float32': dict(fwd=dict(BLOCK_L=64, BLOCK_D=4, num_warps=2),
+                    bwd=dict(BLOCK_L=16, BLOCK_D=4, num_warps=2)),
+    '16bit': dict(fwd=dict(BLOCK_L=64, BLOCK_D=1, num_warps=1),
+                  bwd=dict(BLOCK_L=16, BLOCK_D=2, num_warps=2)),
+}
 
-#: launch parameters (tuned on an H100 at Vim-S shapes; see docs/selective_scan.md)
-BLOCK_L = 32
-FWD_CONFIG = dict(BLOCK_D=1, num_warps=1)
-BWD_CONFIG = dict(BLOCK_D=2, num_warps=4)
+
+def _configs(dtype: torch.dtype):
+    return CONFIGS['16bit' if dtype in (torch.float16, torch.bfloat16) else 'float32'].values()
 
 
 @triton.jit
@@ -44,10 +56,10 @@ def _softplus(x):
 
 @triton.jit
 def _load_delta(delta_ptr, offs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-    """delta' (zero where masked) and delta + bias."""
+    """delta' (zero where masked) and delta + bias (``bias`` broadcast to the tile)."""
     raw = tl.load(delta_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     if HAS_BIAS:
-        raw = raw + bias[:, None]
+        raw = raw + bias
     dt = raw
     if SOFTPLUS:
         dt = _softplus(raw)
@@ -57,10 +69,13 @@ def _load_delta(delta_ptr, offs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: t
 @triton.jit
 def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
                 out_ptr, states_ptr,
-                dim, L, H, G, N, n_chunks,
+                dim, L, H, G, N, n_chunks, n_saved,
                 HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                SOFTPLUS: tl.constexpr,
+                SOFTPLUS: tl.constexpr, SAVE_L: tl.constexpr,
                 BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
+    # Tiles are (step, channel, state), so the scan runs along the leading axis, which
+    # Triton's default layout keeps inside a thread: a sequential scan without shuffles.
+    # The state after every SAVE_L steps (the backward's chunk) goes to states_ptr.
     pid_d = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -79,37 +94,43 @@ def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
 
-    row = pid_b * dim * L + offs_d[:, None] * L  # (BLOCK_D, 1)
-    bc_row = (pid_b * G + grp) * N * L + offs_n[:, None] * L  # (BLOCK_N, 1)
-    st_row = ((pid_b * dim + offs_d[:, None]) * n_chunks) * N + offs_n[None, :]
-    is_last = (offs_l == BLOCK_L - 1)[None, None, :]
+    row = pid_b * dim * L + offs_d[None, :] * L  # (1, BLOCK_D)
+    bc_row = (pid_b * G + grp) * N * L + offs_n[None, :] * L  # (1, BLOCK_N)
+    st_row = ((pid_b * dim + offs_d[:, None]) * n_saved) * N + offs_n[None, :]
+    is_last = (offs_l == BLOCK_L - 1)[:, None, None]
 
     h = tl.zeros((BLOCK_D, BLOCK_N), tl.float32)
     for c in range(0, n_chunks):
         l = c * BLOCK_L + offs_l
         ml = l < L
-        m2 = mask_d[:, None] & ml[None, :]
-        mbc = mask_n[:, None] & ml[None, :]
-        u = tl.load(u_ptr + row + l[None, :], mask=m2, other=0.0).to(tl.float32)
-        dt, _ = _load_delta(delta_ptr, row + l[None, :], m2, bias, HAS_BIAS, SOFTPLUS)
-        Bt = tl.load(B_ptr + bc_row + l[None, :], mask=mbc, other=0.0).to(tl.float32)
-        Ct = tl.load(C_ptr + bc_row + l[None, :], mask=mbc, other=0.0).to(tl.float32)
+        m2 = ml[:, None] & mask_d[None, :]
+        mbc = ml[:, None] & mask_n[None, :]
+        u = tl.load(u_ptr + row + l[:, None], mask=m2, other=0.0).to(tl.float32)
+        dt, _ = _load_delta(delta_ptr, row + l[:, None], m2, bias[None, :], HAS_BIAS, SOFTPLUS)
+        Bt = tl.load(B_ptr + bc_row + l[:, None], mask=mbc, other=0.0).to(tl.float32)
+        Ct = tl.load(C_ptr + bc_row + l[:, None], mask=mbc, other=0.0).to(tl.float32)
 
-        dA = tl.exp2(dt[:, None, :] * A2[:, :, None])
-        dBu = (dt * u)[:, None, :] * Bt[None, :, :]
-        P, hs = tl.associative_scan((dA, dBu), 2, _affine_combine)
-        hs = hs + P * h[:, :, None]
-        y = tl.sum(hs * Ct[None, :, :], axis=1)
-        # padded steps have decay 1 and input 0: the last column is the chunk's end state
-        h = tl.sum(tl.where(is_last, hs, 0.0), axis=2)
-        tl.store(states_ptr + st_row + c * N, h, mask=mask_dn)
+        dA = tl.exp2(dt[:, :, None] * A2[None, :, :])
+        dBu = (dt * u)[:, :, None] * Bt[:, None, :]
+        P, hs = tl.associative_scan((dA, dBu), 0, _affine_combine)
+        hs = hs + P * h[None, :, :]
+        y = tl.sum(hs * Ct[:, None, :], axis=2)
+        # padded steps have decay 1 and input 0: the last row is the chunk's end state
+        h = tl.sum(tl.where(is_last, hs, 0.0), axis=0)
+        if SAVE_L == BLOCK_L:
+            tl.store(states_ptr + st_row + c * N, h, mask=mask_dn)
+        else:
+            k = (l + 1) // SAVE_L - 1
+            save = ((l + 1) % SAVE_L == 0) & (k < n_saved)
+            tl.store(states_ptr + st_row[None, :, :] + k[:, None, None] * N, hs,
+                     mask=save[:, None, None] & mask_dn[None, :, :])
 
         if HAS_D:
-            y += Dv[:, None] * u
+            y += Dv[None, :] * u
         if HAS_Z:
-            z = tl.load(z_ptr + row + l[None, :], mask=m2, other=0.0).to(tl.float32)
+            z = tl.load(z_ptr + row + l[:, None], mask=m2, other=0.0).to(tl.float32)
             y = y * z * tl.sigmoid(z)
-        tl.store(out_ptr + row + l[None, :], y.to(out_ptr.dtype.element_ty), mask=m2)
+        tl.store(out_ptr + row + l[:, None], y.to(out_ptr.dtype.element_ty), mask=m2)
 
 
 @triton.jit
@@ -161,7 +182,7 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
         mbc = mask_n[:, None] & ml[None, :]
         h0 = tl.load(states_ptr + st_row + (c - 1) * N, mask=mask_dn & (c > 0), other=0.0)
         u = tl.load(u_ptr + row + l[None, :], mask=m2, other=0.0).to(tl.float32)
-        dt, raw = _load_delta(delta_ptr, row + l[None, :], m2, bias, HAS_BIAS, SOFTPLUS)
+        dt, raw = _load_delta(delta_ptr, row + l[None, :], m2, bias[:, None], HAS_BIAS, SOFTPLUS)
         Bt = tl.load(B_ptr + bc_row + l[None, :], mask=mbc, other=0.0).to(tl.float32)
         Ct = tl.load(C_ptr + bc_row + l[None, :], mask=mbc, other=0.0).to(tl.float32)
 
@@ -191,7 +212,8 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
         # adjoint: g_t = C_t dy_t + exp(delta'_{t+1} A) g_{t+1}; g after the chunk = gcarry
         ln = l + 1
         mnext = mask_d[:, None] & (ln < L)[None, :]
-        dt_next, _ = _load_delta(delta_ptr, row + ln[None, :], mnext, bias, HAS_BIAS, SOFTPLUS)
+        dt_next, _ = _load_delta(delta_ptr, row + ln[None, :], mnext, bias[:, None], HAS_BIAS,
+                                  SOFTPLUS)
         a_next = tl.exp2(dt_next[:, None, :] * A2[:, :, None])
         beta = dy[:, None, :] * Ct[None, :, :]
         Pr, g = tl.associative_scan((a_next, beta), 2, _affine_combine, reverse=True)
@@ -240,19 +262,24 @@ class _SelectiveScanTriton(torch.autograd.Function):
         G, N = B.shape[1], B.shape[2]
         H = dim // G
         block_n = max(triton.next_power_of_2(N), 2)
-        n_chunks = triton.cdiv(L, BLOCK_L)
+        fwd, bwd = _configs(u.dtype)
+        save_l = bwd['BLOCK_L']
+        n_saved = triton.cdiv(L, save_l)
+        # the forward runs on to the last saved state; padded steps leave the state as is
+        n_chunks = triton.cdiv(n_saved * save_l, fwd['BLOCK_L'])
         out = torch.empty_like(u)
-        states = torch.empty((batch, dim, n_chunks, N), device=u.device, dtype=torch.float32)
-        bd = _block_d(FWD_CONFIG['BLOCK_D'], H)
+        states = torch.empty((batch, dim, n_saved, N), device=u.device, dtype=torch.float32)
+        bd = _block_d(fwd['BLOCK_D'], H)
         grid = (triton.cdiv(dim, bd), batch)
         _fwd_kernel[grid](
             u, delta, A, B, C, D if D is not None else u, z if z is not None else u,
             delta_bias if delta_bias is not None else u, out, states,
-            dim, L, H, G, N, n_chunks,
+            dim, L, H, G, N, n_chunks, n_saved,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=bool(delta_softplus), BLOCK_D=bd, BLOCK_N=block_n, BLOCK_L=BLOCK_L,
-            num_warps=FWD_CONFIG['num_warps'])
+            SOFTPLUS=bool(delta_softplus), SAVE_L=save_l, BLOCK_D=bd, BLOCK_N=block_n,
+            BLOCK_L=fwd['BLOCK_L'], num_warps=fwd['num_warps'])
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states)
+        ctx.bwd = bwd
         ctx.delta_softplus = bool(delta_softplus)
         ctx.set_materialize_grads(False)
         last_state = states[:, :, -1].clone()
@@ -277,7 +304,8 @@ class _SelectiveScanTriton(torch.autograd.Function):
         dC = torch.zeros(C.shape, **f32)
         dD = torch.empty((batch, dim), **f32) if D is not None else None
         dbias = torch.empty((batch, dim), **f32) if delta_bias is not None else None
-        bd = _block_d(BWD_CONFIG['BLOCK_D'], H)
+        bwd = ctx.bwd
+        bd = _block_d(bwd['BLOCK_D'], H)
         grid = (triton.cdiv(dim, bd), batch)
         _bwd_kernel[grid](
             u, delta, A, B, C, D if D is not None else u, z if z is not None else u,
@@ -288,7 +316,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
             dim, L, H, G, N, n_chunks,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
             SOFTPLUS=ctx.delta_softplus, HAS_DLAST=dlast is not None,
-            BLOCK_D=bd, BLOCK_N=block_n, BLOCK_L=BLOCK_L, num_warps=BWD_CONFIG['num_warps'])
+            BLOCK_D=bd, BLOCK_N=block_n, BLOCK_L=bwd['BLOCK_L'], num_warps=bwd['num_warps'])
         return (du, ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
                 dD.sum(0).to(D.dtype) if D is not None else None, dz,
                 dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else None, None)
