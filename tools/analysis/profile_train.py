@@ -131,7 +131,10 @@ def mark_phases(model, optim_wrapper):
 
 
 def phase_table(table, n):
-    rows = [e for e in table if e.key.startswith('phase: ')]
+    # on CUDA a record_function range is also reported as a GPU annotation of the same
+    # name (no host time, its span as "device time"): keep the host-side event only
+    rows = [e for e in table if e.key.startswith('phase: ')
+            and 'CPU' in str(getattr(e, 'device_type', 'CPU'))]
     order = [label for _, label in PHASES + OPTIM_PHASES]
     rows.sort(key=lambda e: order.index(e.key[len('phase: '):]))
     lines = ['| phase | host ms | GPU ms (kernels it launched) |', '|---|---|---|']
