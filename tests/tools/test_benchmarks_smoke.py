@@ -20,3 +20,16 @@ def test_benchmark_train_cpu_with_override(run_script):
                       proc.stdout, re.M)
     assert [r[0] for r in rows] == ['configs/demo/upernet_mambaout_demo.py',
                                     'configs/demo/upernet_mambaout_demo.py#train_speedups=False']
+
+
+def test_benchmark_train_cycles_detection_sizes(run_script):
+    proc = run_script('tools/analysis/benchmark_train.py', 'configs/demo/mask_rcnn_mambaout_demo.py',
+                      '--device', 'cpu', '--det-size', 96, 64, 64, 96, '--objects', 2,
+                      '--iters', 2, '--warmup', 1)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'detection sizes [(96, 64), (64, 96)]' in proc.stdout
+    assert re.search(r'^\| configs/demo/mask_rcnn_mambaout_demo.py \|.*\| True \|$', proc.stdout,
+                     re.M)
+    bad = run_script('tools/analysis/benchmark_train.py', 'configs/demo/mask_rcnn_mambaout_demo.py',
+                     '--device', 'cpu', '--det-size', 96, 64, 64)
+    assert bad.returncode != 0 and '--det-size takes W H pairs' in bad.stderr

@@ -30,23 +30,35 @@ import mmmambaout  # noqa: E402,F401
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from mmmambaout.utils.synthetic import batch_for  # noqa: E402
 from mmmambaout.utils.train_step import build_train_step, parse_cfg_options  # noqa: E402
 
 
+def det_sizes(values):
+    """``[W, H, W, H, ...]`` -> ``[(W, H), ...]``."""
+    if not values or len(values) % 2:
+        raise SystemExit(f'--det-size takes W H pairs, got {values}')
+    return [tuple(values[i:i + 2]) for i in range(0, len(values), 2)]
+
+
 def benchmark(name, args):
-    _, model, optim_wrapper, data = build_train_step(
-        name, args.device, args.amp, args.batch, args.det_size, args.seg_size, args.objects,
+    sizes = det_sizes(args.det_size)
+    cfg, model, optim_wrapper, data = build_train_step(
+        name, args.device, args.amp, args.batch, sizes[0], args.seg_size, args.objects,
         parse_cfg_options(args.cfg_options))
+    # several detection sizes: one batch each, taken in turn (as keep-ratio resizing gives)
+    batches = [data] + [batch_for(cfg, args.batch, size, args.seg_size, objects=args.objects)
+                        for size in (sizes[1:] if cfg.default_scope == 'mmdet' else ())]
     cuda = args.device.startswith('cuda')
-    for _ in range(args.warmup):
-        model.train_step(data, optim_wrapper)
+    for i in range(args.warmup):
+        model.train_step(batches[i % len(batches)], optim_wrapper)
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     times, losses = [], []
-    for _ in range(args.iters):
+    for i in range(args.iters):
         t0 = time.perf_counter()
-        log_vars = model.train_step(data, optim_wrapper)
+        log_vars = model.train_step(batches[(args.warmup + i) % len(batches)], optim_wrapper)
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
@@ -66,7 +78,9 @@ def main():
     parser.add_argument('--iters', type=int, default=50)
     parser.add_argument('--warmup', type=int, default=10)
     parser.add_argument('--amp', action='store_true', help='AmpOptimWrapper (fp16, dynamic loss scale)')
-    parser.add_argument('--det-size', type=int, nargs=2, default=(1333, 800), metavar=('W', 'H'))
+    parser.add_argument('--det-size', type=int, nargs='+', default=[1333, 800], metavar='W H',
+                        help='detection input size; several W H pairs are used in turn, one '
+                             'per iteration (variable input sizes, as in real training)')
     parser.add_argument('--seg-size', type=int, nargs=2, default=(512, 512), metavar=('W', 'H'))
     parser.add_argument('--objects', type=int, default=8)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
@@ -83,7 +97,7 @@ def main():
     print(f'device: {device}; torch {torch.__version__} (CUDA {torch.version.cuda}); '
           f'mmengine {mmengine.__version__}, mmdet {mmdet.__version__}, mmseg {mmseg.__version__}')
     print(f'batch {args.batch}, {args.warmup} warm-up + {args.iters} timed iterations (median), '
-          f'amp={args.amp}')
+          f'amp={args.amp}, detection sizes {det_sizes(args.det_size)}')
     rows = []
     print('| config | params (M) | s/iter | img/s | peak GiB | peak reserved GiB | losses finite |'
           '\n|---|---|---|---|---|---|---|')
