@@ -172,7 +172,7 @@ def test_compiler_failure_says_how_to_go_on(monkeypatch):
 
     import mmmambaout.models.backbones.mambaout as mambaout
 
-    def broken(name, mode='default'):
+    def broken(name, mode='default', memory_budget=None):
         def run(blocks, x):
             raise BackendCompilerFailed(lambda *a: None, OSError('no C++ compiler'), None)
         return run
@@ -180,3 +180,44 @@ def test_compiler_failure_says_how_to_go_on(monkeypatch):
     model = MambaOut(dict(depths=(1, ), dims=(8, )), out_indices=(0, ), compile_stages=True)
     with pytest.raises(RuntimeError, match='(?s)no C\\+\\+ compiler.*compile_stages=False'):
         model(torch.randn(1, 3, 32, 32))
+
+
+def test_memory_budget_saves_fewer_activations(monkeypatch):
+    """``compile_memory_budget`` reaches the partitioner: ``aot_eager_decomp_partition``
+    (the min-cut partitioner inductor uses, eager kernels) keeps fewer bytes for the
+    backward at 0.5 than at 1.0; outputs and gradients stay eager's (rtol 1e-5: the
+    decomposed norms and GELU round differently)."""
+    monkeypatch.setattr(torch, 'compile', functools.partial(
+        torch.compile, backend='aot_eager_decomp_partition'))
+
+    def saved_bytes(model, x):
+        total = [0]
+
+        def pack(t):
+            total[0] += t.numel() * t.element_size()
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = model(x)
+        sum(o.sum() for o in out).backward()
+        return total[0]
+
+    x = torch.randn(2, 3, 40, 48)
+    sizes = {}
+    for budget in (1.0, 0.5):
+        eager, _ = pair()
+        compiled = MambaOut(ARCH, out_indices=OUT, compile_stages=True,
+                            compile_memory_budget=budget).train()
+        compiled.load_state_dict(eager.state_dict())
+        sizes[budget] = saved_bytes(compiled, x)
+        check_same(eager, compiled, (40, 48), rtol=1e-5)
+    assert sizes[0.5] < 0.9 * sizes[1.0], sizes
+    # one compiled function per (stage, mode, budget)
+    assert compiled_blocks_runner.cache_info().currsize == 2 * len(ARCH['depths'])
+
+
+@pytest.mark.parametrize('kwargs', [dict(compile_memory_budget=0.5),
+                                    dict(compile_stages=True, compile_memory_budget=0.),
+                                    dict(compile_stages=True, compile_memory_budget=1.5)])
+def test_memory_budget_checked(kwargs):
+    with pytest.raises(ValueError, match='compile_memory_budget must be in'):
+        MambaOut(ARCH, out_indices=OUT, **kwargs)
