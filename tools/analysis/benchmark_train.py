@@ -12,6 +12,10 @@ Upstream configs are named ``mmdet::path/in/their/configs.py`` or ``mmseg::...``
 config may carry its own overrides after ``#``, e.g. our config without its speed-ups:
 ``configs/mask_rcnn_mambaout_t_1x_coco.py#train_speedups=False``.
 
+``--det-size`` takes one or more ``W H`` pairs; with several, each iteration takes the
+next size in turn, as keep-ratio resizing gives in real training (e.g. to see how
+``compile_stages`` copes with variable sizes).
+
 Example (the table in README.md):
     python tools/analysis/benchmark_train.py configs/mask_rcnn_mambaout_t_1x_coco.py \
         mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py \
