@@ -283,9 +283,10 @@ class MambaOut(ArchBackbone):
         compile_memory_budget (float, optional): with ``compile_stages``, AOTAutograd's
             activation memory budget (0-1] for the compiled stages: below 1 the backward
             recomputes cheap ops (norms, GELU, gating) instead of keeping their outputs.
-            Mask R-CNN step on an H100, budget 0.5: 28% less peak memory than with the
-            eager blocks, and still faster than them (docs/training_speed.md). None
-            (default) keeps PyTorch's setting.
+            The same setting applied globally to a Mask R-CNN step on an H100 (budget
+            0.5): 28% less peak memory than with the eager blocks, and still faster than
+            them (docs/training_speed.md; this option itself is tested on the CPU only).
+            None (default) keeps PyTorch's setting.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=..., prefix=...)``
             loads official / timm / our checkpoints, converting keys on the fly.
 

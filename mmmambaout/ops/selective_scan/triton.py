@@ -40,7 +40,9 @@ CONFIGS = {
 
 
 def _configs(dtype: torch.dtype):
-    return CONFIGS['16bit' if dtype in (torch.float16, torch.bfloat16) else 'float32'].values()
+    """(forward, backward) launch parameters for inputs of ``dtype``."""
+    cfg = CONFIGS['16bit' if dtype in (torch.float16, torch.bfloat16) else 'float32']
+    return cfg['fwd'], cfg['bwd']
 
 
 @triton.jit

@@ -46,11 +46,6 @@ CUDA = pytest.param('cuda', marks=pytest.mark.skipif(not torch.cuda.is_available
 
 
 def inputs(pad=(128, 160), device='cpu'):
-    feats, metas, gts = _inputs(pad)
-    return [f.to(device) for f in feats], metas, [gt.to(device) for gt in gts]
-
-
-def _inputs(pad):
     g = torch.Generator().manual_seed(1)
     feats = [torch.randn(2, 8, -(-pad[0] // s), -(-pad[1] // s), generator=g) for s in STRIDES]
     metas = [dict(img_shape=(128, 150), pad_shape=pad, batch_input_shape=pad,
@@ -62,7 +57,7 @@ def _inputs(pad):
         xy = torch.rand(4, 2, generator=g) * 100
         gts.append(InstanceData(bboxes=torch.cat((xy, xy + 10 + 40 * torch.rand(4, 2, generator=g)), 1),
                                 labels=torch.zeros(4, dtype=torch.long)))
-    return feats, metas, gts
+    return [f.to(device) for f in feats], metas, [gt.to(device) for gt in gts]
 
 
 @pytest.mark.parametrize('device', ['cpu', CUDA])
