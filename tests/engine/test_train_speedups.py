@@ -4,6 +4,7 @@ losses, summed over all levels at once, to float32 rounding: rtol 1e-6)."""
 import pytest
 import torch
 
+from mmmambaout.engine import train_speedups
 from mmmambaout.engine.train_speedups import apply_train_speedups
 from mmmambaout.utils.cli import config_dicts
 from mmmambaout.utils.train_step import build_train_step, resolve_config
@@ -29,7 +30,9 @@ def test_on_by_default_in_our_configs():
     assert {'MaxIoUAssigner', 'RandomSampler'}.isdisjoint(types_in(cfg))
     seg = resolve_config(SEG)
     fused_adamw = ['AdamW fused=True'] if torch.cuda.is_available() else []
-    assert apply_train_speedups(seg) == fused_adamw + [
+    compiled = (['MambaOut compile_stages=True, compile_memory_budget=0.5']
+                if train_speedups.compile_available() else [])
+    assert apply_train_speedups(seg) == fused_adamw + compiled + [
         'MambaOut fused_mixer=True', 'param groups merged (DefaultOptimWrapperConstructor)']
     assert seg.optim_wrapper.optimizer.get('fused', False) == torch.cuda.is_available()
     assert seg.optim_wrapper.constructor == 'MergedParamGroupsOptimWrapperConstructor'
@@ -54,6 +57,30 @@ def test_one_key_switches_everything_off():
     assert {'MaxIoUAssigner', 'RandomSampler'} <= types_in(cfg)
     assert 'fused' not in cfg.optim_wrapper.optimizer
     assert 'constructor' not in cfg.optim_wrapper
+
+
+@pytest.mark.parametrize('gpu', [False, True])
+def test_stages_compiled_on_gpu_only_unless_the_config_says(monkeypatch, gpu):
+    monkeypatch.setattr(train_speedups, 'compile_available', lambda: gpu)
+    cfg = resolve_config(DET)
+    changes = apply_train_speedups(cfg)
+    assert ('MambaOut compile_stages=True, compile_memory_budget=0.5' in changes) == gpu
+    assert cfg.model.backbone.get('compile_stages', False) is gpu
+    assert cfg.model.backbone.get('compile_memory_budget') == (0.5 if gpu else None)
+    # the config's own choice wins: explicitly off, another budget, or with_cp
+    for key, value, stages, budget in [('compile_stages', False, False, None),
+                                       ('compile_memory_budget', 0.8, gpu, 0.8 if gpu else None),
+                                       ('with_cp', True, False, None)]:
+        cfg = resolve_config(DET)
+        cfg.merge_from_dict({f'model.backbone.{key}': value})
+        apply_train_speedups(cfg)
+        assert cfg.model.backbone.get('compile_stages', False) is stages, key
+        if key != 'compile_memory_budget' or gpu:
+            assert cfg.model.backbone.get('compile_memory_budget') == budget, key
+    cfg = resolve_config(DET)
+    cfg.train_speedups = False
+    apply_train_speedups(cfg)
+    assert 'compile_stages' not in cfg.model.backbone
 
 
 def test_stock_configs_untouched_and_bad_value():
