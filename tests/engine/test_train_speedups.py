@@ -1,6 +1,9 @@
 """train_speedups: what the key changes, and that the losses and gradients of a fixed
-batch are exactly those of the stock path (CPU, fp32, same seed: bitwise equal; the RPN
-losses, summed over all levels at once, to float32 rounding: rtol 1e-6)."""
+batch are exactly those of the stock path (CPU, fp32, same seed: losses bitwise equal,
+the RPN losses, summed over all levels at once, to float32 rounding: rtol 1e-6; the gradients to
+float32 rounding, within 1e-5 of each tensor's largest value, 1e-6 measured: the RPN
+head's convolutions run once over all levels packed together, which sums each weight's
+gradient in another order and moves the proposals by rounding)."""
 import pytest
 import torch
 
@@ -125,4 +128,6 @@ def test_losses_and_grads_equal_stock_path_exactly():
             assert torch.equal(a, b), k
     assert stock_grads.keys() == fast_grads.keys()
     for n in stock_grads:
-        assert torch.equal(stock_grads[n], fast_grads[n]), n
+        scale = stock_grads[n].abs().max().item()
+        torch.testing.assert_close(fast_grads[n], stock_grads[n], rtol=0, atol=1e-5 * scale,
+                                   msg=n)
