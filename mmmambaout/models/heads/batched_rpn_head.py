@@ -58,6 +58,9 @@ def pack_levels(feats, gap=1):
     return canvas, places
 
 
+_pack = pack_levels
+
+
 def _crop(canvas, places, feats):
     return [canvas[..., r:r + f.size(-2), c:c + f.size(-1)] for f, (r, c) in zip(feats, places)]
 
@@ -66,15 +69,24 @@ def _crop(canvas, places, feats):
 class BatchedRPNHead(RPNHead):
     """:class:`RPNHead` with its convolutions run once over all levels, one loss call
     over all levels and images and level-wise proposal selection for all images at once
-    (see the module doc)."""
+    (see the module doc).
+
+    Args:
+        pack_levels (bool): run the convolutions once over all levels packed on one
+            canvas (default) instead of once per level.
+    """
+
+    def __init__(self, *args, pack_levels: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pack_levels = pack_levels
 
     def forward(self, x):
         conv = self.rpn_conv
-        if not (isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (3, 3)
+        if not (self.pack_levels and isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (3, 3)
                 and conv.padding == (1, 1) and conv.stride == (1, 1)
                 and conv.dilation == (1, 1) and len(x) > 1):
             return super().forward(x)
-        canvas, places = pack_levels(x, gap=1)
+        canvas, places = _pack(x, gap=1)
         y = F.relu(conv(canvas))
         return _crop(self.rpn_cls(y), places, x), _crop(self.rpn_reg(y), places, x)
 
