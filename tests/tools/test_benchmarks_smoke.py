@@ -33,3 +33,19 @@ def test_benchmark_train_cycles_detection_sizes(run_script):
     bad = run_script('tools/analysis/benchmark_train.py', 'configs/demo/mask_rcnn_mambaout_demo.py',
                      '--device', 'cpu', '--det-size', 96, 64, 64)
     assert bad.returncode != 0 and '--det-size takes W H pairs' in bad.stderr
+
+
+def test_benchmark_train_rounds(run_script):
+    proc = run_script('tools/analysis/benchmark_train.py', 'configs/demo/upernet_mambaout_demo.py',
+                      'configs/demo/upernet_mambaout_demo.py#train_speedups=False',
+                      '--device', 'cpu', '--seg-size', 64, 64, '--iters', 1, '--warmup', 1,
+                      '--rounds', 3)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert '1 timed iterations (median) x 3 rounds' in proc.stdout
+    rows = re.findall(r'^\| (configs/demo/upernet\S*) \|.*\| True \| ([\d.]+) / ([\d.]+) / '
+                      r'([\d.]+) \|$', proc.stdout, re.M)
+    assert [r[0] for r in rows] == ['configs/demo/upernet_mambaout_demo.py',
+                                    'configs/demo/upernet_mambaout_demo.py#train_speedups=False']
+    bad = run_script('tools/analysis/benchmark_train.py', 'configs/demo/upernet_mambaout_demo.py',
+                     '--device', 'cpu', '--rounds', 0)
+    assert bad.returncode != 0 and '--rounds must be at least 1' in bad.stderr
