@@ -48,9 +48,25 @@ class SyncFreeMaxIoUAssigner(MaxIoUAssigner):
         num_gts, num_bboxes = overlaps.size(0), overlaps.size(1)
         if num_gts == 0 or num_bboxes == 0:
             return super().assign_wrt_overlaps(overlaps, gt_labels)
+        assigned_gt_inds, max_overlaps = self.gt_inds_wrt_overlaps(overlaps)
+        pos = assigned_gt_inds > 0
+        assigned_labels = torch.where(
+            pos, gt_labels[(assigned_gt_inds - 1).clamp(min=0)].long(), -1)
+        return AssignResult(
+            num_gts=num_gts,
+            gt_inds=assigned_gt_inds,
+            max_overlaps=max_overlaps,
+            labels=assigned_labels)
 
-        max_overlaps, argmax_overlaps = overlaps.max(dim=0)
-        gt_max_overlaps, gt_argmax_overlaps = overlaps.max(dim=1)
+    def gt_inds_wrt_overlaps(self, overlaps: Tensor):
+        """Steps 1-4 over the last two dims of ``(..., k, n)`` overlaps (k >= 1 gts, n >= 1
+        priors): ``gt_inds`` (..., n) (-1 ignored, 0 negative, i + 1 gt i) and the best
+        IoU of each prior (..., n). Leading dims are independent assignments, e.g. the
+        images of a batch with their gts padded by rows of IoU -1, which never win a
+        maximum and, with ``min_pos_iou >= 0``, take no low-quality match."""
+        num_gts = overlaps.size(-2)
+        max_overlaps, argmax_overlaps = overlaps.max(dim=-2)
+        gt_max_overlaps, gt_argmax_overlaps = overlaps.max(dim=-1)
 
         # 1. and 2.
         assigned_gt_inds = torch.full_like(argmax_overlaps, -1)
@@ -74,19 +90,11 @@ class SyncFreeMaxIoUAssigner(MaxIoUAssigner):
                 # int32 ids (k <= 2**31 - 1) keep the (k, n) temporary as small as overlaps
                 gt_ids = torch.arange(1, num_gts + 1, dtype=torch.int32,
                                       device=overlaps.device)
-                takes = (overlaps == gt_max_overlaps[:, None]) & takes_part[:, None]
-                low_quality = torch.where(takes, gt_ids[:, None], 0).amax(dim=0).long()
+                takes = (overlaps == gt_max_overlaps[..., None]) & takes_part[..., None]
+                low_quality = torch.where(takes, gt_ids[:, None], 0).amax(dim=-2).long()
             else:
                 gt_ids = torch.arange(1, num_gts + 1, device=overlaps.device)
                 low_quality = torch.zeros_like(assigned_gt_inds).scatter_reduce_(
-                    0, gt_argmax_overlaps, gt_ids.masked_fill(~takes_part, 0), 'amax')
+                    -1, gt_argmax_overlaps, gt_ids.masked_fill(~takes_part, 0), 'amax')
             assigned_gt_inds = torch.where(low_quality > 0, low_quality, assigned_gt_inds)
-
-        pos = assigned_gt_inds > 0
-        assigned_labels = torch.where(
-            pos, gt_labels[(assigned_gt_inds - 1).clamp(min=0)].long(), -1)
-        return AssignResult(
-            num_gts=num_gts,
-            gt_inds=assigned_gt_inds,
-            max_overlaps=max_overlaps,
-            labels=assigned_labels)
+        return assigned_gt_inds, max_overlaps

@@ -83,6 +83,24 @@ class SyncFreeRandomSampler(RandomSampler):
             num_candidates = int(mask.sum())
         return self._choose(mask, num_candidates, num_expected)
 
+    def sample_indices(self, assign_result, num_pos_candidates, num_neg_candidates, **kwargs):
+        """Sorted positive and negative indices of one assignment, given how many
+        candidates of each kind it has (known on the host: no synchronisation)."""
+        num_expected_pos = int(self.num * self.pos_fraction)
+        pos_inds = self.pos_sampler._sample_pos(
+            assign_result, num_expected_pos, num_candidates=num_pos_candidates, **kwargs)
+        pos_inds = pos_inds.sort().values  # distinct already: = mmdet's unique()
+        num_sampled_pos = pos_inds.numel()
+        num_expected_neg = self.num - num_sampled_pos
+        if self.neg_pos_ub >= 0:
+            _pos = max(1, num_sampled_pos)
+            neg_upper_bound = int(self.neg_pos_ub * _pos)
+            if num_expected_neg > neg_upper_bound:
+                num_expected_neg = neg_upper_bound
+        neg_inds = self.neg_sampler._sample_neg(
+            assign_result, num_expected_neg, num_candidates=num_neg_candidates, **kwargs)
+        return pos_inds, neg_inds.sort().values
+
     def sample(self, assign_result, pred_instances, gt_instances, **kwargs):
         """:meth:`BaseSampler.sample`, counting both kinds of candidates in one sync."""
         gt_bboxes = gt_instances.bboxes
@@ -106,23 +124,8 @@ class SyncFreeRandomSampler(RandomSampler):
         # the one synchronisation
         num_pos_candidates, num_neg_candidates = torch.stack(
             ((gt_inds > 0).sum(), (gt_inds == 0).sum())).tolist()
-
-        num_expected_pos = int(self.num * self.pos_fraction)
-        pos_inds = self.pos_sampler._sample_pos(
-            assign_result, num_expected_pos, bboxes=priors,
-            num_candidates=num_pos_candidates, **kwargs)
-        pos_inds = pos_inds.sort().values  # distinct already: = mmdet's unique()
-        num_sampled_pos = pos_inds.numel()
-        num_expected_neg = self.num - num_sampled_pos
-        if self.neg_pos_ub >= 0:
-            _pos = max(1, num_sampled_pos)
-            neg_upper_bound = int(self.neg_pos_ub * _pos)
-            if num_expected_neg > neg_upper_bound:
-                num_expected_neg = neg_upper_bound
-        neg_inds = self.neg_sampler._sample_neg(
-            assign_result, num_expected_neg, bboxes=priors,
-            num_candidates=num_neg_candidates, **kwargs)
-        neg_inds = neg_inds.sort().values
+        pos_inds, neg_inds = self.sample_indices(assign_result, num_pos_candidates,
+                                                 num_neg_candidates, bboxes=priors, **kwargs)
 
         return SamplingResult(
             pos_inds=pos_inds,

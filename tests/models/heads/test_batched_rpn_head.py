@@ -8,6 +8,8 @@ import mmmambaout  # noqa: F401  (mmcv op backend before mmdet)
 import pytest
 import torch
 from mmdet.models.dense_heads import RPNHead
+from mmdet.models.task_modules.prior_generators import anchor_inside_flags
+from mmdet.models.utils import multi_apply
 from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
 
@@ -152,3 +154,100 @@ def test_stacked_rpn_convs_run_per_level():
     ours.rpn_conv = stock.rpn_conv = torch.nn.Conv2d(8, 8, 3, padding=1)
     for a, b in zip(stock(feats), ours(feats)):
         assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def target_heads(**train_cfg):
+    """mmdet's head (MaxIoUAssigner, RandomSampler) and ours with the sync-free ones that
+    ``train_speedups`` swaps in (which take the batched target path)."""
+    stock_kwargs, our_kwargs = head_kwargs(), head_kwargs()
+    for kwargs in (stock_kwargs, our_kwargs):
+        for key, value in train_cfg.items():
+            part, _, name = key.rpartition('.')
+            (kwargs['train_cfg'][part] if part else kwargs['train_cfg'])[name] = value
+    our_kwargs['train_cfg']['assigner']['type'] = 'SyncFreeMaxIoUAssigner'
+    our_kwargs['train_cfg']['sampler']['type'] = 'SyncFreeRandomSampler'
+    return RPNHead(**stock_kwargs), BatchedRPNHead(**our_kwargs)
+
+
+def target_inputs(device, num_gts=(4, 7)):
+    feats, metas, _ = inputs(device=device)
+    g = torch.Generator().manual_seed(3)
+    gts = []
+    for n in num_gts:
+        xy = torch.rand(n, 2, generator=g) * 110
+        boxes = torch.cat((xy, xy + 4 + 40 * torch.rand(n, 2, generator=g)), 1)
+        if n > 2:
+            boxes[1] = boxes[0]   # a duplicate gt: ties in every maximum
+            boxes[2] = torch.tensor([3., 3., 6., 5.])   # small: low-quality matches only
+        gts.append(InstanceData(bboxes=boxes, labels=torch.zeros(n, dtype=torch.long)).to(device))
+    return feats, metas, gts
+
+
+def mmdet_targets(head, feats, metas, gts):
+    anchors, valid = head.get_anchors([f.shape[-2:] for f in feats], metas, device=feats[0].device)
+    out = multi_apply(head._get_targets_single, [torch.cat(a) for a in anchors],
+                      [torch.cat(v) for v in valid], gts, metas, [None] * len(gts),
+                      unmap_outputs=True)
+    return ([torch.stack(t) for t in out[:4]], sum(r.avg_factor for r in out[6]))
+
+
+@pytest.mark.parametrize('device', ['cpu', CUDA])
+@pytest.mark.parametrize('train_cfg', [
+    {},
+    {'allowed_border': 0, 'pos_weight': 2.0},
+    {'assigner.gt_max_assign_all': False, 'assigner.neg_iou_thr': (0.1, 0.3)},
+    {'assigner.match_low_quality': False, 'sampler.neg_pos_ub': 2},
+    {'sampler.num': 16},
+])
+def test_batched_targets_equal_mmdet(device, train_cfg):
+    """Labels, weights and box targets of all images at once, bitwise equal to mmdet's
+    per-image ones with the same seed (CPU); on CUDA the sampler draws from the CUDA
+    generator, so there the assignment is compared, before sampling."""
+    stock, ours = (h.to(device) for h in target_heads(**train_cfg))
+    feats, metas, gts = target_inputs(device)
+    anchors, valid = ours.get_anchors([f.shape[-2:] for f in feats], metas, device=device)
+    assert ours._can_batch_targets([torch.cat(a) for a in anchors], gts, None)
+    if device == 'cpu':
+        torch.manual_seed(7)
+        ref, ref_avg = mmdet_targets(stock, feats, metas, gts)
+        torch.manual_seed(7)
+        *got, avg = ours._batched_targets(torch.cat(anchors[0]), [torch.cat(v) for v in valid],
+                                          gts, metas)
+        assert avg == ref_avg
+        for r, o in zip(ref, got):
+            assert r.dtype == o.dtype and torch.equal(r, o)
+    for flags, meta, gt in zip(valid, metas, gts):   # the assignment itself, image by image
+        inside = anchor_inside_flags(torch.cat(anchors[0]), torch.cat(flags), meta['img_shape'],
+                                     ours.train_cfg['allowed_border'])
+        ref = stock.assigner.assign(InstanceData(priors=torch.cat(anchors[0])[inside]), gt)
+        overlaps = stock.assigner.iou_calculator(gt.bboxes[None], torch.cat(anchors[0])[None])
+        got, _ = ours.assigner.gt_inds_wrt_overlaps(overlaps.masked_fill(~inside, -1))
+        assert torch.equal(got[0][inside], ref.gt_inds)
+        assert (got[0][~inside] == -1).all()
+
+
+def test_batched_targets_fall_back(monkeypatch):
+    """An image without gts (or ignored boxes, other assigners, ...) takes mmdet's path."""
+    stock, ours = target_heads()
+    ours.load_state_dict(stock.state_dict())
+    feats, metas, gts = target_inputs('cpu', num_gts=(3, 0))
+    anchors, _ = ours.get_anchors([f.shape[-2:] for f in feats], metas, device='cpu')
+    assert not ours._can_batch_targets([torch.cat(a) for a in anchors], gts, None)
+    results = []
+    for head in (stock, ours):
+        torch.manual_seed(5)
+        results.append(head.loss_by_feat(*head(feats), gts, metas))
+    for key in ('loss_rpn_cls', 'loss_rpn_bbox'):
+        torch.testing.assert_close(results[1][key], sum(results[0][key]), rtol=1e-6, atol=0)
+
+
+def test_batched_loss_equals_mmdet():
+    stock, ours = target_heads()
+    ours.load_state_dict(stock.state_dict())
+    feats, metas, gts = target_inputs('cpu')
+    results = []
+    for head in (stock, ours):
+        torch.manual_seed(5)
+        results.append(head.loss_by_feat(*head(feats), gts, metas))
+    for key in ('loss_rpn_cls', 'loss_rpn_bbox'):
+        torch.testing.assert_close(results[1][key], sum(results[0][key]), rtol=1e-6, atol=0)
