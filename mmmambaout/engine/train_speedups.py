@@ -23,9 +23,10 @@ on:
 * ``FCNMaskHead`` becomes ``OnDeviceTargetFCNMaskHead``: the same mask targets, computed
   without the four host-device round trips of mmdet's ``mask_target``.
 * ``RPNHead`` becomes ``BatchedRPNHead``: its convolutions run once over all levels
-  packed on one canvas, one loss call over all levels and images instead of one per
-  level, and proposal selection for all images at once; outputs, losses and gradients
-  agree with mmdet's to float rounding (sums run in another order).
+  packed on one canvas, the anchor targets of all images are assigned at once (bitwise
+  mmdet's), one loss call over all levels and images instead of one per level, and
+  proposal selection for all images at once; outputs, losses and gradients agree with
+  mmdet's to float rounding (sums run in another order).
 * ``SingleRoIExtractor`` becomes ``LevelSortedRoIExtractor``: RoIs pooled level by level
   from one stable sort, one host read-back per call instead of one per pyramid level;
   same values and gradients.
