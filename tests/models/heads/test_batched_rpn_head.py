@@ -226,25 +226,15 @@ def test_batched_targets_equal_mmdet(device, train_cfg):
         assert (got[0][~inside] == -1).all()
 
 
-def test_batched_targets_fall_back(monkeypatch):
-    """An image without gts (or ignored boxes, other assigners, ...) takes mmdet's path."""
+@pytest.mark.parametrize('num_gts', [(4, 7), (3, 0)])
+def test_batched_loss_equals_mmdet(num_gts):
+    """Batched targets, and mmdet's per-image path for an image without gts (or ignored
+    boxes, other assigners, ...): the losses of mmdet's head, same seed, CPU."""
     stock, ours = target_heads()
     ours.load_state_dict(stock.state_dict())
-    feats, metas, gts = target_inputs('cpu', num_gts=(3, 0))
+    feats, metas, gts = target_inputs('cpu', num_gts)
     anchors, _ = ours.get_anchors([f.shape[-2:] for f in feats], metas, device='cpu')
-    assert not ours._can_batch_targets([torch.cat(a) for a in anchors], gts, None)
-    results = []
-    for head in (stock, ours):
-        torch.manual_seed(5)
-        results.append(head.loss_by_feat(*head(feats), gts, metas))
-    for key in ('loss_rpn_cls', 'loss_rpn_bbox'):
-        torch.testing.assert_close(results[1][key], sum(results[0][key]), rtol=1e-6, atol=0)
-
-
-def test_batched_loss_equals_mmdet():
-    stock, ours = target_heads()
-    ours.load_state_dict(stock.state_dict())
-    feats, metas, gts = target_inputs('cpu')
+    assert ours._can_batch_targets([torch.cat(a) for a in anchors], gts, None) == (0 not in num_gts)
     results = []
     for head in (stock, ours):
         torch.manual_seed(5)
