@@ -71,9 +71,6 @@ def pack_levels(feats, gap=1):
     return canvas, places
 
 
-_pack = pack_levels
-
-
 def _crop(canvas, places, feats):
     return [canvas[..., r:r + f.size(-2), c:c + f.size(-1)] for f, (r, c) in zip(feats, places)]
 
@@ -95,11 +92,11 @@ class BatchedRPNHead(RPNHead):
 
     def forward(self, x):
         conv = self.rpn_conv
-        if not (self.pack_levels and isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (3, 3)
-                and conv.padding == (1, 1) and conv.stride == (1, 1)
-                and conv.dilation == (1, 1) and len(x) > 1):
+        if not (self.pack_levels and len(x) > 1 and isinstance(conv, torch.nn.Conv2d)
+                and conv.kernel_size == (3, 3) and conv.padding == (1, 1)
+                and conv.stride == (1, 1) and conv.dilation == (1, 1)):
             return super().forward(x)
-        canvas, places = _pack(x, gap=1)
+        canvas, places = pack_levels(x, gap=1)
         y = F.relu(conv(canvas))
         return _crop(self.rpn_cls(y), places, x), _crop(self.rpn_reg(y), places, x)
 
@@ -109,13 +106,13 @@ class BatchedRPNHead(RPNHead):
         featmap_sizes = [s.size()[-2:] for s in cls_scores]
         anchor_list, valid_flag_list = self.get_anchors(
             featmap_sizes, batch_img_metas, device=cls_scores[0].device)
-        anchors = [cat_boxes(a) for a in anchor_list]
         valid_flags = [torch.cat(v) for v in valid_flag_list]
-        targets = None
-        if self._can_batch_targets(anchors, batch_gt_instances, batch_gt_instances_ignore):
-            targets = self._batched_targets(anchors[0], valid_flags, batch_gt_instances,
-                                            batch_img_metas)
-        if targets is None:
+        if self._can_batch_targets(anchor_list, batch_gt_instances, batch_gt_instances_ignore):
+            labels, label_weights, bbox_targets, bbox_weights, avg_factor = \
+                self._batched_targets(torch.cat(anchor_list[0]), valid_flags,
+                                      batch_gt_instances, batch_img_metas)
+        else:
+            anchors = [cat_boxes(a) for a in anchor_list]
             if batch_gt_instances_ignore is None:
                 batch_gt_instances_ignore = [None] * num_imgs
             (labels, label_weights, bbox_targets, bbox_weights, _, _,
@@ -126,8 +123,6 @@ class BatchedRPNHead(RPNHead):
             self._raw_positive_infos.update(sampling_results=sampling_results)
             labels, label_weights = torch.stack(labels), torch.stack(label_weights)
             bbox_targets, bbox_weights = torch.stack(bbox_targets), torch.stack(bbox_weights)
-        else:
-            labels, label_weights, bbox_targets, bbox_weights, avg_factor = targets
 
         loss_cls = self.loss_cls(
             torch.cat([_flat(s, num_imgs, self.cls_out_channels) for s in cls_scores],
@@ -143,7 +138,11 @@ class BatchedRPNHead(RPNHead):
             bbox_weights.reshape(-1, bbox_targets.size(-1)), avg_factor=avg_factor)
         return dict(loss_rpn_cls=loss_cls, loss_rpn_bbox=loss_bbox)
 
-    def _can_batch_targets(self, anchors, batch_gt_instances, batch_gt_instances_ignore):
+    def _can_batch_targets(self, anchor_list, batch_gt_instances, batch_gt_instances_ignore):
+        """Whether :meth:`_batched_targets` gives mmdet's targets here: the sync-free
+        assigner and sampler with options it covers, the same anchors for every image
+        (mmdet's ``get_anchors`` hands every image the same list), plain tensor boxes and
+        at least one gt per image."""
         assigner, sampler = self.assigner, self.sampler
         return (type(assigner) is SyncFreeMaxIoUAssigner
                 and type(assigner.iou_calculator) is BboxOverlaps2D
@@ -152,8 +151,8 @@ class BatchedRPNHead(RPNHead):
                      or all(i is None or len(i) == 0 for i in batch_gt_instances_ignore))
                 and type(sampler) is SyncFreeRandomSampler
                 and not sampler.add_gt_as_proposals and not self.reg_decoded_bbox
-                and all(isinstance(a, torch.Tensor) for a in anchors)
-                and all(a is anchors[0] or torch.equal(a, anchors[0]) for a in anchors)
+                and all(levels is anchor_list[0] for levels in anchor_list)
+                and all(isinstance(a, torch.Tensor) for a in anchor_list[0])
                 and all(isinstance(g.bboxes, torch.Tensor) and len(g) > 0
                         and (assigner.gpu_assign_thr <= 0 or len(g) <= assigner.gpu_assign_thr)
                         for g in batch_gt_instances))
