@@ -91,7 +91,8 @@ def apply_train_speedups(cfg) -> list:
                 node['compile_stages'] = True
                 node.setdefault('compile_memory_budget', COMPILE_MEMORY_BUDGET)
                 changes.append(f'MambaOut compile_stages=True, compile_memory_budget='
-                               f'{node["compile_memory_budget"]}')
+                               f'{node["compile_memory_budget"]} (the first iterations '
+                               f'compile; model.backbone.compile_stages=False to skip)')
         elif enabled and node.get('type') in SWAPPED_TYPES:
             old = node['type']
             node['type'] = SWAPPED_TYPES[old]

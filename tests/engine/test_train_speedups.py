@@ -14,6 +14,8 @@ from mmmambaout.utils.train_step import build_train_step, resolve_config
 
 DET = 'configs/mask_rcnn_mambaout_t_1x_coco.py'
 SEG = 'configs/upernet_mambaout_t_160k_ade20k.py'
+COMPILED = ('MambaOut compile_stages=True, compile_memory_budget=0.5 (the first iterations '
+            'compile; model.backbone.compile_stages=False to skip)')
 
 
 def types_in(cfg):
@@ -33,7 +35,7 @@ def test_on_by_default_in_our_configs():
     assert {'MaxIoUAssigner', 'RandomSampler'}.isdisjoint(types_in(cfg))
     seg = resolve_config(SEG)
     fused_adamw = ['AdamW fused=True'] if torch.cuda.is_available() else []
-    compiled = (['MambaOut compile_stages=True, compile_memory_budget=0.5']
+    compiled = ([COMPILED]
                 if train_speedups.compile_available() else [])
     assert apply_train_speedups(seg) == fused_adamw + compiled + [
         'MambaOut fused_mixer=True', 'param groups merged (DefaultOptimWrapperConstructor)']
@@ -67,7 +69,7 @@ def test_stages_compiled_on_gpu_only_unless_the_config_says(monkeypatch, gpu):
     monkeypatch.setattr(train_speedups, 'compile_available', lambda: gpu)
     cfg = resolve_config(DET)
     changes = apply_train_speedups(cfg)
-    assert ('MambaOut compile_stages=True, compile_memory_budget=0.5' in changes) == gpu
+    assert (COMPILED in changes) == gpu
     assert cfg.model.backbone.get('compile_stages', False) is gpu
     assert cfg.model.backbone.get('compile_memory_budget') == (0.5 if gpu else None)
     # the config's own choice wins: explicitly off, another budget, or with_cp
