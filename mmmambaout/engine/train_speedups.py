@@ -58,6 +58,7 @@ SWAPPED_TYPES = {
     'SingleRoIExtractor': 'LevelSortedRoIExtractor',
 }
 FUSED_OPTIMIZERS = ('Adam', 'AdamW', 'SGD')
+MERGED_CONSTRUCTOR = 'MergedParamGroupsOptimWrapperConstructor'
 COMPILE_MEMORY_BUDGET = 0.5
 
 
@@ -70,7 +71,6 @@ def compile_available() -> bool:
     except ImportError:
         return False
     return True
-MERGED_CONSTRUCTOR = 'MergedParamGroupsOptimWrapperConstructor'
 
 
 def apply_train_speedups(cfg) -> list:

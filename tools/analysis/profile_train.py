@@ -75,6 +75,7 @@ PHASES = (
     ('auxiliary_head.loss', 'auxiliary head loss'),
 )
 OPTIM_PHASES = (('backward', 'backward (all)'), ('step', 'optimizer step'))
+PHASE_ORDER = [label for _, label in PHASES + OPTIM_PHASES]   # the step's order, for tables
 
 
 _ACTIVE_PHASES = []   # labels of the phases being run, innermost last
@@ -135,8 +136,7 @@ def phase_table(table, n):
     # name (no host time, its span as "device time"): keep the host-side event only
     rows = [e for e in table if e.key.startswith('phase: ')
             and 'CPU' in str(getattr(e, 'device_type', 'CPU'))]
-    order = [label for _, label in PHASES + OPTIM_PHASES]
-    rows.sort(key=lambda e: order.index(e.key[len('phase: '):]))
+    rows.sort(key=lambda e: PHASE_ORDER.index(e.key[len('phase: '):]))
     lines = ['| phase | host ms | GPU ms (kernels it launched) |', '|---|---|---|']
     for e in rows:
         lines.append(f'| {e.key[len("phase: "):]} | {e.cpu_time_total / n / 1e3:.1f} | '
@@ -239,7 +239,7 @@ def main():
 
     if args.count_ops:
         ops, readbacks = count_ops(step)
-        order = [label for _, label in PHASES + OPTIM_PHASES] + ['other']
+        order = PHASE_ORDER + ['other']
         print('\naten operators dispatched in one iteration, by phase (read-backs: nonzero, '
               'item, ...; each a synchronisation on CUDA):')
         print('| phase | aten ops | read-backs |\n|---|---|---|')
