@@ -53,10 +53,10 @@ def mixer_backends(monkeypatch):
     return seen
 
 
-def pair(device='cpu', **kwargs):
+def pair(device='cpu', compile_kwargs=dict(compile_stages=True), **kwargs):
     torch.manual_seed(0)
     eager = MambaOut(ARCH, out_indices=OUT, **kwargs).to(device).train()
-    compiled = MambaOut(ARCH, out_indices=OUT, compile_stages=True, **kwargs).to(device).train()
+    compiled = MambaOut(ARCH, out_indices=OUT, **compile_kwargs, **kwargs).to(device).train()
     compiled.load_state_dict(eager.state_dict())
     return eager, compiled
 
@@ -155,6 +155,34 @@ def test_cuda_same_as_fused_eager(mixer_backends, dtype, rtol):
         check_same(eager, compiled, size, rtol, 'cuda', dtype)
     if triton_available():  # 'auto' is the fused op on CUDA: not inside the compiled graph
         assert set(mixer_backends) == {'auto', 'reference'}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA (CUDA graphs, Triton)')
+def test_cuda_graphs_same_as_eager_over_sizes_and_modes():
+    """The train_speedups default on CUDA: CUDA graphs with memory budget 0.5. Each size
+    is seen three times (warm-up, recording, replay), sizes alternating, then inference:
+    eager's outputs and gradients every time (rtol 1e-4: TF32-free fp32, fused kernels
+    sum in another order)."""
+    eager, compiled = pair('cuda', dict(compile_stages='reduce-overhead',
+                                        compile_memory_budget=0.5))
+    sizes = [(96, 128), (80, 112)]
+    for size in sizes * 3:
+        check_same(eager, compiled, size, 1e-4, 'cuda')
+    eager.eval(), compiled.eval()
+    with torch.no_grad():
+        for size in sizes * 3:
+            x = torch.randn(1, 3, *size, device='cuda')
+            for a, b in zip(eager(x), compiled(x)):
+                assert close(a, b, 1e-4), size
+
+
+def test_cuda_graph_mode_silences_the_per_size_warning(monkeypatch):
+    from torch._inductor import config as inductor_config
+    monkeypatch.setattr(inductor_config.triton, 'cudagraph_dynamic_shape_warn_limit', 8)
+    compiled_blocks_runner('warn_limit_probe')
+    assert inductor_config.triton.cudagraph_dynamic_shape_warn_limit == 8
+    compiled_blocks_runner('warn_limit_probe', 'reduce-overhead')
+    assert inductor_config.triton.cudagraph_dynamic_shape_warn_limit is None
 
 
 def test_compile_mode():
