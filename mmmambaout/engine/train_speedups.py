@@ -8,17 +8,20 @@ on:
 
 * MambaOut blocks run their token mixer as one fused op (Triton on CUDA;
   ``backbone.fused_mixer``); off, the composite PyTorch ops.
-* On CUDA with Triton, MambaOut's stages are compiled and replayed as CUDA graphs
-  (``backbone.compile_stages='reduce-overhead'``) with AOTAutograd's activation memory
-  budget at 0.5 (``compile_memory_budget``): the blocks become a few fused kernels that
-  recompute norms, GELU and gating in the backward instead of saving them, launched as
-  one graph per stage and direction, so the step is faster *and* smaller (Mask R-CNN
-  MambaOut-T on an H100: 0.079 s/iter against 0.093 with plain compilation and 0.198
-  for stock Swin-T, 3.51 GiB reserved against 4.42; docs/training_speed.md). One graph
-  is recorded per input size, which COCO's varying sizes cost little (20 sizes in turn:
-  0.079 s/iter against 0.094 compiled without graphs, and less memory). Not on the CPU
-  (no speed-up there, and no compile time for a smoke test), not with ``with_cp``, and
-  not where the config sets ``compile_stages`` itself (``True``: compiled, no graphs).
+* On CUDA with Triton, MambaOut's stages are compiled with AOTAutograd's activation
+  memory budget at 0.5 (``compile_memory_budget``): the blocks become a few fused
+  kernels that recompute norms, GELU and gating in the backward instead of saving them,
+  so the step is faster *and* smaller. In detectors the compiled stages also replay as
+  CUDA graphs (``backbone.compile_stages='reduce-overhead'``; one graph per stage,
+  direction and input size): Mask R-CNN MambaOut-T on an H100 0.079 s/iter against
+  0.093 compiled without graphs and 0.198 for stock Swin-T, 3.51 GiB reserved against
+  4.42; with 20 input sizes in turn 0.079 against 0.094, and less memory. In mmseg's
+  ``EncoderDecoder`` they are compiled without graphs (``compile_stages=True``): there
+  the graphs were faster too (UperNet 0.059 s/iter against Swin-T's 0.130) but reserved
+  as much memory as Swin-T (3.50 GiB against 3.48), plain compilation 14% less
+  (docs/training_speed.md). Not on the CPU (no speed-up there, and no compile time for
+  a smoke test), not with ``with_cp``, and not where the config sets ``compile_stages``
+  itself.
 * ``MaxIoUAssigner`` / ``RandomSampler`` become ``SyncFreeMaxIoUAssigner`` /
   ``SyncFreeRandomSampler``: identical assignments and, on the CPU with the same seed,
   identical samples, without most of the host-device synchronisations.
@@ -63,7 +66,9 @@ SWAPPED_TYPES = {
 }
 FUSED_OPTIMIZERS = ('Adam', 'AdamW', 'SGD')
 MERGED_CONSTRUCTOR = 'MergedParamGroupsOptimWrapperConstructor'
-COMPILE_MODE = 'reduce-overhead'
+# compile_stages per top-level model type, default CUDA graphs (see the docstring)
+COMPILE_MODES = {'EncoderDecoder': True}
+DEFAULT_COMPILE_MODE = 'reduce-overhead'
 COMPILE_MEMORY_BUDGET = 0.5
 
 
@@ -88,14 +93,15 @@ def apply_train_speedups(cfg) -> list:
         raise TypeError(f'{KEY} must be True or False, got {enabled!r}')
     changes = []
     compile_stages = enabled and compile_available()
+    compile_mode = COMPILE_MODES.get(cfg.get('model', {}).get('type'), DEFAULT_COMPILE_MODE)
     for node in config_dicts(cfg.get('model', {})):
         if node.get('type') == 'MambaOut':
             node['fused_mixer'] = enabled
             changes.append(f'MambaOut fused_mixer={enabled}')
             if compile_stages and 'compile_stages' not in node and not node.get('with_cp'):
-                node['compile_stages'] = COMPILE_MODE
+                node['compile_stages'] = compile_mode
                 node.setdefault('compile_memory_budget', COMPILE_MEMORY_BUDGET)
-                changes.append(f'MambaOut compile_stages={COMPILE_MODE!r}, compile_memory_budget='
+                changes.append(f'MambaOut compile_stages={compile_mode!r}, compile_memory_budget='
                                f'{node["compile_memory_budget"]} (the first iterations '
                                f'compile; model.backbone.compile_stages=False to skip)')
         elif enabled and node.get('type') in SWAPPED_TYPES:

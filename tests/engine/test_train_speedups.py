@@ -14,8 +14,8 @@ from mmmambaout.utils.train_step import build_train_step, resolve_config
 
 DET = 'configs/mask_rcnn_mambaout_t_1x_coco.py'
 SEG = 'configs/upernet_mambaout_t_160k_ade20k.py'
-COMPILED = ("MambaOut compile_stages='reduce-overhead', compile_memory_budget=0.5 (the first "
-            'iterations compile; model.backbone.compile_stages=False to skip)')
+COMPILED = ('MambaOut compile_stages={}, compile_memory_budget=0.5 (the first iterations '
+            'compile; model.backbone.compile_stages=False to skip)')
 
 
 def types_in(cfg):
@@ -35,7 +35,7 @@ def test_on_by_default_in_our_configs():
     assert {'MaxIoUAssigner', 'RandomSampler'}.isdisjoint(types_in(cfg))
     seg = resolve_config(SEG)
     fused_adamw = ['AdamW fused=True'] if torch.cuda.is_available() else []
-    compiled = ([COMPILED]
+    compiled = ([COMPILED.format(True)]
                 if train_speedups.compile_available() else [])
     assert apply_train_speedups(seg) == fused_adamw + compiled + [
         'MambaOut fused_mixer=True', 'param groups merged (DefaultOptimWrapperConstructor)']
@@ -69,9 +69,13 @@ def test_stages_compiled_on_gpu_only_unless_the_config_says(monkeypatch, gpu):
     monkeypatch.setattr(train_speedups, 'compile_available', lambda: gpu)
     cfg = resolve_config(DET)
     changes = apply_train_speedups(cfg)
-    assert (COMPILED in changes) == gpu
+    assert (COMPILED.format("'reduce-overhead'") in changes) == gpu
     assert cfg.model.backbone.get('compile_stages', False) == ('reduce-overhead' if gpu else False)
     assert cfg.model.backbone.get('compile_memory_budget') == (0.5 if gpu else None)
+    # segmentors: compiled without CUDA graphs
+    seg = resolve_config(SEG)
+    assert (COMPILED.format(True) in apply_train_speedups(seg)) == gpu
+    assert seg.model.backbone.get('compile_stages', False) is gpu
     # the config's own choice wins: explicitly off, no CUDA graphs, another budget, or with_cp
     graphs = 'reduce-overhead' if gpu else False
     for key, value, stages, budget in [('compile_stages', False, False, None),
