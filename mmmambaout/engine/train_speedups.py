@@ -19,7 +19,9 @@ on:
   ``EncoderDecoder`` they are compiled without graphs (``compile_stages=True``): there
   the graphs were faster too (UperNet 0.059 s/iter against Swin-T's 0.130) but reserved
   as much memory as Swin-T (3.50 GiB against 3.48), plain compilation 14% less
-  (docs/training_speed.md). Not on the CPU (no speed-up there, and no compile time for
+  (docs/training_speed.md). Nor with gradient accumulation
+  (``optim_wrapper.accumulative_counts > 1``): a graph's replay overwrites the gradients
+  of its previous replay, which accumulation would still hold. Not on the CPU (no speed-up there, and no compile time for
   a smoke test), not with ``with_cp``, and not where the config sets ``compile_stages``
   itself.
 * ``MaxIoUAssigner`` / ``RandomSampler`` become ``SyncFreeMaxIoUAssigner`` /
@@ -94,6 +96,10 @@ def apply_train_speedups(cfg) -> list:
     changes = []
     compile_stages = enabled and compile_available()
     compile_mode = COMPILE_MODES.get(cfg.get('model', {}).get('type'), DEFAULT_COMPILE_MODE)
+    if cfg.get('optim_wrapper', {}).get('accumulative_counts', 1) > 1:
+        # a CUDA graph's next replay overwrites the gradients it returned, which
+        # accumulating .grads would still hold (torch raises on the next access)
+        compile_mode = True
     for node in config_dicts(cfg.get('model', {})):
         if node.get('type') == 'MambaOut':
             node['fused_mixer'] = enabled
