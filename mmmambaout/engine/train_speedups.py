@@ -21,9 +21,9 @@ on:
   as much memory as Swin-T (3.50 GiB against 3.48), plain compilation 14% less
   (docs/training_speed.md). Nor with gradient accumulation
   (``optim_wrapper.accumulative_counts > 1``): a graph's replay overwrites the gradients
-  of its previous replay, which accumulation would still hold. Not on the CPU (no speed-up there, and no compile time for
-  a smoke test), not with ``with_cp``, and not where the config sets ``compile_stages``
-  itself.
+  of its previous replay, which accumulation would still hold. Not on the CPU (no
+  speed-up there, and no compile time for a smoke test), not with ``with_cp``, and not
+  where the config sets ``compile_stages`` itself.
 * ``MaxIoUAssigner`` / ``RandomSampler`` become ``SyncFreeMaxIoUAssigner`` /
   ``SyncFreeRandomSampler``: identical assignments and, on the CPU with the same seed,
   identical samples, without most of the host-device synchronisations.

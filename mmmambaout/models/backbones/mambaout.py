@@ -284,9 +284,9 @@ class MambaOut(ArchBackbone):
             masks from inductor's RNG. Exclusive with ``with_cp``. A str is
             ``torch.compile``'s ``mode`` (``'reduce-overhead'``: the compiled stages also
             replay as CUDA graphs, one recorded per input size and grad mode). Defaults
-            to False; our det / seg configs' ``train_speedups`` set it to
-            ``'reduce-overhead'`` (with ``compile_memory_budget=0.5``) when training on
-            CUDA with Triton.
+            to False; when training on CUDA with Triton, our configs' ``train_speedups``
+            set it (with ``compile_memory_budget=0.5``) to ``'reduce-overhead'`` in
+            detectors and to True in segmentors or with gradient accumulation.
         compile_memory_budget (float, optional): with ``compile_stages``, AOTAutograd's
             activation memory budget (0-1] for the compiled stages: below 1 the backward
             recomputes cheap ops (norms, GELU, gating) instead of keeping their outputs.
