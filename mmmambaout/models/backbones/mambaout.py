@@ -166,6 +166,8 @@ def _run_blocks(blocks, x):
 
 
 COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
+# the same compilation without CUDA graphs, for stages that no backward follows
+GRAPH_FREE_MODES = {'reduce-overhead': 'default', 'max-autotune': 'max-autotune-no-cudagraphs'}
 
 
 @functools.lru_cache(maxsize=None)
@@ -213,6 +215,11 @@ class MambaOutStage(nn.Module):
     ``compile_name`` (set by :class:`MambaOut`) runs the blocks through
     :func:`compiled_blocks_runner` under that name. Only the blocks: they are where the
     ~20 small ops per block sit; the downsample is one conv and one LayerNorm.
+
+    CUDA graph modes apply to training steps only: without grad (validation, testing) or
+    with the stage frozen, the blocks run the same compilation without graphs. Chained
+    inference graphs can fail in CUDA graph trees (pytorch#160281), and a validation
+    loop's many input sizes would each pay a recording for a few replays.
     """
 
     def __init__(self, in_channels, out_channels, depth, drop_path_rates, downsample,
@@ -230,8 +237,10 @@ class MambaOutStage(nn.Module):
     def forward(self, x):
         x = self.downsample(x)
         if self.compile_name is not None:
-            run = compiled_blocks_runner(self.compile_name, self.compile_mode,
-                                         self.compile_memory_budget)
+            mode = self.compile_mode
+            if not (torch.is_grad_enabled() and next(self.blocks.parameters()).requires_grad):
+                mode = GRAPH_FREE_MODES.get(mode, mode)
+            run = compiled_blocks_runner(self.compile_name, mode, self.compile_memory_budget)
             try:
                 return run(self.blocks, x)
             except torch._dynamo.exc.BackendCompilerFailed as e:
@@ -282,8 +291,9 @@ class MambaOut(ArchBackbone):
             mode and on input size changes (dynamic H, W after the first change, where
             inductor manages). State-dict keys are unchanged. Drop path then draws its
             masks from inductor's RNG. Exclusive with ``with_cp``. A str is
-            ``torch.compile``'s ``mode`` (``'reduce-overhead'``: the compiled stages also
-            replay as CUDA graphs, one recorded per input size and grad mode). Defaults
+            ``torch.compile``'s ``mode`` (``'reduce-overhead'``: in training steps the
+            compiled stages also replay as CUDA graphs, one recorded per input size;
+            without grad, or frozen, they run compiled without graphs). Defaults
             to False; when training on CUDA with Triton, our configs' ``train_speedups``
             set it (with ``compile_memory_budget=0.5``) to ``'reduce-overhead'`` in
             detectors and to True in segmentors or with gradient accumulation.

@@ -159,10 +159,10 @@ def test_cuda_same_as_fused_eager(mixer_backends, dtype, rtol):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA (CUDA graphs, Triton)')
 def test_cuda_graphs_same_as_eager_over_sizes_and_modes():
-    """The train_speedups default on CUDA: CUDA graphs with memory budget 0.5. Each size
-    is seen three times (warm-up, recording, replay), sizes alternating, then inference:
-    eager's outputs and gradients every time (rtol 1e-4: TF32-free fp32, fused kernels
-    sum in another order)."""
+    """The train_speedups default for detectors on CUDA: CUDA graphs with memory budget
+    0.5. Each size is seen three times (warm-up, recording, replay), sizes alternating,
+    then inference (compiled without graphs): eager's outputs and gradients every time
+    (rtol 1e-4: TF32-free fp32, fused kernels sum in another order)."""
     eager, compiled = pair('cuda', dict(compile_stages='reduce-overhead',
                                         compile_memory_budget=0.5))
     sizes = [(96, 128), (80, 112)]
@@ -174,6 +174,34 @@ def test_cuda_graphs_same_as_eager_over_sizes_and_modes():
             x = torch.randn(1, 3, *size, device='cuda')
             for a, b in zip(eager(x), compiled(x)):
                 assert close(a, b, 1e-4), size
+
+
+def test_cuda_graphs_for_training_steps_only(monkeypatch):
+    """Graph modes run where a backward follows; without grad or frozen, the same
+    compilation without graphs."""
+    modes = []
+
+    def runner(name, mode='default', memory_budget=None):
+        modes.append((name, mode, memory_budget))
+        return mambaout._run_blocks
+    monkeypatch.setattr(mambaout, 'compiled_blocks_runner', runner)
+    x = torch.randn(1, 3, 32, 32)
+    for compile_stages, graph_free in [('reduce-overhead', 'default'),
+                                       ('max-autotune', 'max-autotune-no-cudagraphs'),
+                                       (True, 'default')]:
+        model = MambaOut(ARCH, out_indices=OUT, compile_stages=compile_stages,
+                         compile_memory_budget=0.5)
+        mode = 'default' if compile_stages is True else compile_stages
+        modes.clear()
+        model(x)
+        assert modes == [('mambaout_stage0', mode, 0.5), ('mambaout_stage1', mode, 0.5)]
+        modes.clear()
+        with torch.no_grad():
+            model(x)
+        assert [m for _, m, _ in modes] == [graph_free] * 2
+        modes.clear()
+        MambaOut(ARCH, out_indices=OUT, compile_stages=compile_stages, frozen_stages=1)(x)
+        assert [m for _, m, _ in modes] == [graph_free, mode]
 
 
 def test_cuda_graph_mode_silences_the_per_size_warning(monkeypatch):
