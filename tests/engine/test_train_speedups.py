@@ -72,14 +72,16 @@ def test_stages_compiled_on_gpu_only_unless_the_config_says(monkeypatch, gpu):
     assert (COMPILED.format("'reduce-overhead'") in changes) == gpu
     assert cfg.model.backbone.get('compile_stages', False) == ('reduce-overhead' if gpu else False)
     assert cfg.model.backbone.get('compile_memory_budget') == (0.5 if gpu else None)
-    # segmentors, and detectors that accumulate gradients: compiled without CUDA graphs
+    # segmentors, and detectors that accumulate gradients or run distributed: compiled
+    # without CUDA graphs
     seg = resolve_config(SEG)
     assert (COMPILED.format(True) in apply_train_speedups(seg)) == gpu
     assert seg.model.backbone.get('compile_stages', False) is gpu
-    accumulating = resolve_config(DET)
-    accumulating.optim_wrapper.accumulative_counts = 2
-    assert (COMPILED.format(True) in apply_train_speedups(accumulating)) == gpu
-    assert accumulating.model.backbone.get('compile_stages', False) is gpu
+    for key, value in [('optim_wrapper.accumulative_counts', 2), ('launcher', 'pytorch')]:
+        no_graphs = resolve_config(DET)
+        no_graphs.merge_from_dict({key: value})
+        assert (COMPILED.format(True) in apply_train_speedups(no_graphs)) == gpu, key
+        assert no_graphs.model.backbone.get('compile_stages', False) is gpu, key
     # the config's own choice wins: explicitly off, no CUDA graphs, another budget, or with_cp
     graphs = 'reduce-overhead' if gpu else False
     for key, value, stages, budget in [('compile_stages', False, False, None),
