@@ -71,8 +71,9 @@ SWAPPED_TYPES = {
 }
 FUSED_OPTIMIZERS = ('Adam', 'AdamW', 'SGD')
 MERGED_CONSTRUCTOR = 'MergedParamGroupsOptimWrapperConstructor'
-# compile_stages per top-level model type, default CUDA graphs (see the docstring)
-COMPILE_MODES = {'EncoderDecoder': True}
+# compile_stages per top-level model type, default CUDA graphs (see the docstring); not
+# mambaout.COMPILE_MODES, which lists torch.compile's modes
+COMPILE_STAGES_BY_MODEL = {'EncoderDecoder': True}
 DEFAULT_COMPILE_MODE = 'reduce-overhead'
 COMPILE_MEMORY_BUDGET = 0.5
 
@@ -98,7 +99,8 @@ def apply_train_speedups(cfg) -> list:
         raise TypeError(f'{KEY} must be True or False, got {enabled!r}')
     changes = []
     compile_stages = enabled and compile_available()
-    compile_mode = COMPILE_MODES.get(cfg.get('model', {}).get('type'), DEFAULT_COMPILE_MODE)
+    compile_mode = COMPILE_STAGES_BY_MODEL.get(cfg.get('model', {}).get('type'),
+                                               DEFAULT_COMPILE_MODE)
     if cfg.get('optim_wrapper', {}).get('accumulative_counts', 1) > 1:
         # a CUDA graph's next replay overwrites the gradients it returned, which
         # accumulating .grads would still hold (torch raises on the next access)
