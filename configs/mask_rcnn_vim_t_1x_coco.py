@@ -6,14 +6,9 @@
 # 14x14 (224) and interpolated to each input's grid. No Vim detection weights were released.
 #
 # Layer-wise lr decay (off here; upstream's segmentation recipe uses 0.92):
-#   --cfg-options optim_wrapper.constructor=VimLayerDecayOptimWrapperConstructor \
+#   --cfg-options optim_wrapper.inner_constructor=VimLayerDecayOptimWrapperConstructor \
 #                 optim_wrapper.paramwise_cfg.layer_decay_rate=0.92
-_base_ = [
-    './_base_/models/mask_rcnn_mambaout_fpn.py',
-    'mmdet::_base_/datasets/coco_instance.py',
-    './_base_/schedules/adamw_1x_amp.py',
-    './_base_/det_runtime.py',
-]
+_base_ = './mask_rcnn_mambaout_t_1x_coco.py'  # its schedule, runtime and [speed] components
 arch = 'tiny'
 embed_dims = 192
 pretrained = 'vim_tiny_midclstok_in1k'  # zoo name (configs/metafiles/vim.yml), or a path / URL
@@ -40,3 +35,5 @@ optim_wrapper = dict(
         'mixer.D': dict(decay_mult=0.),  # D and D_b
     }))
 train_dataloader = dict(batch_size=2, num_workers=2)
+# MambaOutCompileHook acts on MambaOut backbones only
+custom_hooks = []

@@ -1,11 +1,6 @@
-# UperNet + auxiliary FCN head, MambaOut-Base backbone, ADE20K 512x512 crops, 160k
-# iterations, batch 16 = 8 GPUs x 2, AdamW lr 1e-4, CUDA AMP, slide inference.
-_base_ = [
-    './_base_/models/upernet_mambaout.py',
-    'mmseg::_base_/datasets/ade20k.py',
-    './_base_/schedules/adamw_160k_amp.py',
-    './_base_/seg_runtime.py',
-]
+# UperNet + auxiliary FCN head, MambaOut-Base backbone, ADE20K 160k: the MambaOut-Tiny
+# recipe (configs/upernet_mambaout_t_160k_ade20k.py) with the base arch and drop path 0.6.
+_base_ = './upernet_mambaout_t_160k_ade20k.py'
 pretrained = 'https://github.com/yuweihao/MambaOut/releases/download/model/mambaout_base.pth'
 model = dict(
     backbone=dict(
@@ -13,8 +8,4 @@ model = dict(
         drop_path_rate=0.6,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     decode_head=dict(in_channels=[128, 256, 512, 768]),
-    auxiliary_head=dict(in_channels=512),
-    test_cfg=dict(mode='slide', crop_size=(512, 512), stride=(341, 341)))
-train_dataloader = dict(batch_size=2)
-val_dataloader = dict(batch_size=1)
-test_dataloader = val_dataloader
+    auxiliary_head=dict(in_channels=512))

@@ -7,14 +7,9 @@
 # load, with the middle class-token slot kept apart.
 #
 # Layer-wise lr decay (off here; upstream's segmentation recipe uses 0.92):
-#   --cfg-options optim_wrapper.constructor=VimLayerDecayOptimWrapperConstructor \
+#   --cfg-options optim_wrapper.inner_constructor=VimLayerDecayOptimWrapperConstructor \
 #                 optim_wrapper.paramwise_cfg.layer_decay_rate=0.92
-_base_ = [
-    './_base_/models/upernet_mambaout.py',
-    'mmseg::_base_/datasets/ade20k.py',
-    './_base_/schedules/adamw_160k_amp.py',
-    './_base_/seg_runtime.py',
-]
+_base_ = './upernet_mambaout_t_160k_ade20k.py'  # its schedule, runtime and [speed] components
 arch = 'tiny'
 embed_dims = 192
 pretrained = 'vim_tiny_midclstok_in1k'  # zoo name (configs/metafiles/vim.yml), or a path / URL
@@ -45,3 +40,5 @@ optim_wrapper = dict(
 train_dataloader = dict(batch_size=2)
 val_dataloader = dict(batch_size=1)
 test_dataloader = val_dataloader
+# MambaOutCompileHook acts on MambaOut backbones only
+custom_hooks = []

@@ -7,7 +7,6 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import mmmambaout  # noqa: E402,F401  (mmcv op backend before any mmdet / mmseg import)
-from mmmambaout.engine.train_speedups import apply_train_speedups  # noqa: E402
 from mmmambaout.utils import cli  # noqa: E402
 from mmmambaout.utils.dataset_check import check_dataset_paths  # noqa: E402
 
@@ -28,9 +27,6 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cfg = cli.load_config(args)
-    changes = apply_train_speedups(cfg)
-    if changes:
-        print(f'train_speedups: {", ".join(changes)}', flush=True)
     cli.distribute_on_cpu_without_gpu(cfg)
     if args.amp:
         cli.use_amp(cfg)

@@ -14,7 +14,7 @@ every group's lr by the same factor, so the update is the same; Mask R-CNN Mamba
 goes from ~210 groups to 3.
 
 The optimizer state in a checkpoint follows the groups. A checkpoint written with one
-group per parameter (``train_speedups=False``, mmengine's own constructor, or an earlier
+group per parameter (mmengine's own constructor, a stock config, or an earlier
 mmmambaout) still resumes here: its state is mapped onto the merged groups when loaded.
 The other way round, resuming a merged checkpoint without the merge, is mmengine's own
 path and fails on the group count: resume with the setting that wrote it.
@@ -33,6 +33,7 @@ import torch
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
 DEFAULT_INNER = 'DefaultOptimWrapperConstructor'
+FUSED_OPTIMIZERS = ('Adam', 'AdamW', 'SGD')
 
 
 def _setting_key(group: dict):
@@ -80,7 +81,7 @@ def _state_dict_to_merged(optimizer, state_dict, unmerged):
             raise ValueError(
                 'cannot resume this optimizer state with merged param groups: parameters '
                 'that share one group now had different settings in the checkpoint; resume '
-                'with train_speedups=False (or without MergedParamGroupsOptimWrapperConstructor)')
+                'without MergedParamGroupsOptimWrapperConstructor')
         ids = []
         for param in group['params']:
             loaded_id = source[param][0]
@@ -95,7 +96,13 @@ def _state_dict_to_merged(optimizer, state_dict, unmerged):
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class MergedParamGroupsOptimWrapperConstructor:
     """Build with ``optim_wrapper.inner_constructor`` (default mmengine's
-    ``DefaultOptimWrapperConstructor``), then :func:`merge_param_groups`."""
+    ``DefaultOptimWrapperConstructor``), then :func:`merge_param_groups`.
+
+    When the model's parameters are on CUDA, Adam, AdamW and SGD get PyTorch's fused
+    step (one kernel for all parameters of a group; it also lets the AMP loss scaler skip
+    its host-side inf check) unless the optimizer config sets ``fused`` or ``foreach``
+    itself. On the CPU the optimizer is built as configured.
+    """
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Optional[dict] = None):
         optim_wrapper_cfg = dict(optim_wrapper_cfg)
@@ -106,6 +113,11 @@ class MergedParamGroupsOptimWrapperConstructor:
             dict(type=inner, optim_wrapper_cfg=optim_wrapper_cfg, paramwise_cfg=paramwise_cfg))
 
     def __call__(self, model):
+        optimizer_cfg = getattr(self.inner, 'optimizer_cfg', None) or {}
+        if (optimizer_cfg.get('type') in FUSED_OPTIMIZERS and 'fused' not in optimizer_cfg
+                and 'foreach' not in optimizer_cfg
+                and any(p.is_cuda for p in model.parameters())):
+            self.inner.optimizer_cfg = dict(optimizer_cfg, fused=True)
         optim_wrapper = self.inner(model)
         merge_param_groups(optim_wrapper.optimizer)
         return optim_wrapper

@@ -8,7 +8,6 @@ import os.path as osp
 
 from mmengine.config import Config
 
-from mmmambaout.engine.train_speedups import apply_train_speedups
 from mmmambaout.utils.cli import disable_pretrained
 from mmmambaout.utils.synthetic import batch_for
 
@@ -26,9 +25,11 @@ def resolve_config(name: str) -> Config:
 def build_train_step(name, device, amp=False, batch=2, det_size=(1333, 800),
                      seg_size=(512, 512), objects=8, cfg_options=None):
     """``name`` is a config, optionally with overrides after ``#``
-    (``configs/x.py#train_speedups=False``, comma-separated). Return ``(cfg, model, optim_wrapper, data)``; ``model.train_step(data, optim_wrapper)``
-    runs one iteration. ``train_speedups`` is applied as tools/train.py does; pretrained
-    init is off, SyncBN becomes BN, ``amp`` swaps in an
+    (``configs/x.py#model.backbone.compile_stages=False``, comma-separated). Return
+    ``(cfg, model, optim_wrapper, data)``; ``model.train_step(data, optim_wrapper)`` runs
+    one iteration. The model is what the config names (``configs/stock/`` for the stock
+    components); a ``MambaOutCompileHook`` in the config is applied as in training
+    (on CUDA with Triton); pretrained init is off, SyncBN becomes BN, ``amp`` swaps in an
     ``AmpOptimWrapper`` with dynamic loss scale (and forces it off when ``False``)."""
     from mmengine.model import revert_sync_batchnorm
     from mmengine.optim import build_optim_wrapper
@@ -39,7 +40,6 @@ def build_train_step(name, device, amp=False, batch=2, det_size=(1333, 800),
     cfg_options.update(parse_cfg_options(overrides.split(',') if overrides else []))
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    apply_train_speedups(cfg)
     disable_pretrained(cfg.model)
     scope = cfg.default_scope
     init_default_scope(scope)
@@ -54,8 +54,23 @@ def build_train_step(name, device, amp=False, batch=2, det_size=(1333, 800),
         optim_cfg.type = 'OptimWrapper'
         optim_cfg.pop('loss_scale', None)
     optim_wrapper = build_optim_wrapper(model, optim_cfg)
+    apply_compile_hooks(cfg, model, optim_wrapper)
     data = batch_for(cfg, batch, det_size, seg_size, objects=objects)
     return cfg, model, optim_wrapper, data
+
+
+def apply_compile_hooks(cfg, model, optim_wrapper):
+    """What the config's ``MambaOutCompileHook`` does when training starts, without a
+    Runner (one process)."""
+    from types import SimpleNamespace
+
+    from mmengine.logging import MMLogger
+    from mmengine.registry import HOOKS
+    for hook_cfg in cfg.get('custom_hooks', []):
+        if hook_cfg.get('type') == 'MambaOutCompileHook':
+            hook = HOOKS.build(dict(hook_cfg))
+            hook.before_train(SimpleNamespace(model=model, optim_wrapper=optim_wrapper,
+                                              logger=MMLogger.get_current_instance()))
 
 
 def parse_cfg_options(pairs):

@@ -137,5 +137,5 @@ def test_checkpoint_that_cannot_be_merged_is_refused():
     state = stock.state_dict()
     state['param_groups'][0]['lr'] = 0.5    # conv.weight now differs from fc.weight
     merged = build(model, True)
-    with pytest.raises(ValueError, match='resume with train_speedups=False'):
+    with pytest.raises(ValueError, match='without MergedParamGroupsOptimWrapperConstructor'):
         merged.load_state_dict(state)

@@ -11,15 +11,15 @@ def test_benchmark_backbone_cpu(run_script):
     assert re.search(r'speed-up \(timm / ours\): [\d.]+x', proc.stdout)
 
 
-def test_benchmark_train_cpu_with_override(run_script):
+def test_benchmark_train_cpu_side_by_side(run_script):
     proc = run_script('tools/analysis/benchmark_train.py', 'configs/demo/upernet_mambaout_demo.py',
-                      'configs/demo/upernet_mambaout_demo.py#train_speedups=False',
+                      'configs/stock/upernet_mambaout_demo.py',
                       '--device', 'cpu', '--seg-size', 64, 64, '--iters', 1, '--warmup', 1)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = re.findall(r'^\| (configs/demo/upernet\S*) \| [\d.]+ \| ([\d.]+) \|.*\| True \|$',
+    rows = re.findall(r'^\| (configs/(?:demo|stock)/upernet\S*) \| [\d.]+ \| ([\d.]+) \|.*\| True \|$',
                       proc.stdout, re.M)
     assert [r[0] for r in rows] == ['configs/demo/upernet_mambaout_demo.py',
-                                    'configs/demo/upernet_mambaout_demo.py#train_speedups=False']
+                                    'configs/stock/upernet_mambaout_demo.py']
 
 
 def test_benchmark_train_cycles_detection_sizes(run_script):
@@ -37,15 +37,15 @@ def test_benchmark_train_cycles_detection_sizes(run_script):
 
 def test_benchmark_train_rounds(run_script):
     proc = run_script('tools/analysis/benchmark_train.py', 'configs/demo/upernet_mambaout_demo.py',
-                      'configs/demo/upernet_mambaout_demo.py#train_speedups=False',
+                      'configs/stock/upernet_mambaout_demo.py',
                       '--device', 'cpu', '--seg-size', 64, 64, '--iters', 1, '--warmup', 1,
                       '--rounds', 3)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert '1 timed iterations (median) x 3 rounds' in proc.stdout
-    rows = re.findall(r'^\| (configs/demo/upernet\S*) \|.*\| True \| ([\d.]+) / ([\d.]+) / '
+    rows = re.findall(r'^\| (configs/(?:demo|stock)/upernet\S*) \|.*\| True \| ([\d.]+) / ([\d.]+) / '
                       r'([\d.]+) \|$', proc.stdout, re.M)
     assert [r[0] for r in rows] == ['configs/demo/upernet_mambaout_demo.py',
-                                    'configs/demo/upernet_mambaout_demo.py#train_speedups=False']
+                                    'configs/stock/upernet_mambaout_demo.py']
     bad = run_script('tools/analysis/benchmark_train.py', 'configs/demo/upernet_mambaout_demo.py',
                      '--device', 'cpu', '--rounds', 0)
     assert bad.returncode != 0 and '--rounds must be at least 1' in bad.stderr

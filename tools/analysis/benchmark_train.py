@@ -9,8 +9,9 @@ what tensors held (``max_memory_allocated``) and what the caching allocator rese
 ``compile_stages='reduce-overhead'``) keep in their private pools.
 
 Upstream configs are named ``mmdet::path/in/their/configs.py`` or ``mmseg::...``; a
-config may carry its own overrides after ``#``, e.g. our config without its speed-ups:
-``configs/mask_rcnn_mambaout_t_1x_coco.py#train_speedups=False``.
+config may carry its own overrides after ``#``, e.g. without compiled stages:
+``configs/mask_rcnn_mambaout_t_1x_coco.py#model.backbone.compile_stages=False``. The stock
+components of our configs: ``configs/stock/``.
 
 Host-bound steps (Mask R-CNN is one) move with the host: the same config measured 10-15%
 apart in two processes on one machine. ``--rounds R`` keeps every config built and times

@@ -7,5 +7,6 @@ model = dict(
         arch='tiny',
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.3,
-        with_cp=False),
+        with_cp=False,
+        fused_mixer=True),  # the token mixer as one Triton op on CUDA (same math)
     neck=dict(in_channels=[96, 192, 384, 576]))

@@ -283,8 +283,8 @@ class MambaOut(ArchBackbone):
             concatenation) as one fused op with Triton kernels on CUDA
             (:mod:`mmmambaout.ops.gated_conv_mixer`); ``False`` uses the composite
             PyTorch ops. Same math either way; CPU always uses the composite ops.
-        compile_stages (bool | str): run each stage's blocks through ``torch.compile``
-            (inductor; one compiled function per stage, see
+        compile_stages (bool | str | None): run each stage's blocks through
+            ``torch.compile`` (inductor; one compiled function per stage, see
             :func:`compiled_blocks_runner`; stem, downsampling and output norms stay
             eager) with the composite mixer ops, which inductor fuses: removes most of
             the per-op host (launch) overhead. Compiles on first use, again per grad
@@ -293,13 +293,14 @@ class MambaOut(ArchBackbone):
             masks from inductor's RNG. Exclusive with ``with_cp``. A str is
             ``torch.compile``'s ``mode`` (``'reduce-overhead'``: in training steps the
             compiled stages also replay as CUDA graphs, one recorded per input size;
-            without grad, or frozen, they run compiled without graphs). Defaults
-            to False; when training on CUDA with Triton, our configs' ``train_speedups``
-            set it (with ``compile_memory_budget=0.5``) to ``'reduce-overhead'`` in
-            detectors and to True in segmentors or with gradient accumulation.
+            without grad, or frozen, they run compiled without graphs). ``None``
+            (default): eager, unless :class:`~mmmambaout.engine.MambaOutCompileHook`
+            in the config compiles the stages when training starts on a GPU (our
+            configs name it); ``True``, ``False`` or a mode is kept as set.
         compile_memory_budget (float, optional): with ``compile_stages``, AOTAutograd's
             activation memory budget (0-1] for the compiled stages: below 1 the backward
             recomputes cheap ops (norms, GELU, gating) instead of keeping their outputs.
+            With ``compile_stages=None`` it is the budget ``MambaOutCompileHook`` uses.
             Mask R-CNN MambaOut-T on an H100 with budget 0.5 (no CUDA graphs): 2.82 GiB
             peak against 3.91 with the eager blocks, and 0.090 s/iter against 0.106
             (docs/training_speed.md). None (default) keeps PyTorch's setting.
@@ -324,7 +325,7 @@ class MambaOut(ArchBackbone):
                  drop_path_rate: float = 0.,
                  with_cp: Union[bool, Sequence[int]] = False,
                  fused_mixer: bool = True,
-                 compile_stages: Union[bool, str] = False,
+                 compile_stages: Union[bool, str, None] = None,
                  compile_memory_budget: Optional[float] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
@@ -362,22 +363,9 @@ class MambaOut(ArchBackbone):
         else:
             raise ValueError(f'with_cp must be a bool or a sequence of stage indices in '
                              f'[{-num_stages}, {num_stages - 1}], got {with_cp!r}')
-        if isinstance(compile_stages, str) and compile_stages not in COMPILE_MODES:
-            raise ValueError(f'compile_stages must be a bool or one of {COMPILE_MODES} '
-                             f'(torch.compile modes), got {compile_stages!r}')
-        if compile_stages and cp_stages:
-            raise ValueError('compile_stages and with_cp are exclusive: with_cp checkpoints '
-                             'each block in eager mode, compile_stages compiles the blocks '
-                             'of a stage as one graph; use one of them')
-        if compile_memory_budget is not None and not (
-                compile_stages and 0. < compile_memory_budget <= 1.):
-            raise ValueError(f'compile_memory_budget must be in (0, 1] and needs '
-                             f'compile_stages, got {compile_memory_budget!r} with '
-                             f'compile_stages={compile_stages!r}')
         self.with_cp = with_cp
         self.fused_mixer = fused_mixer
-        self.compile_stages = compile_stages
-        self.compile_memory_budget = compile_memory_budget
+        self.compile_stages, self.compile_memory_budget = None, None
 
         self.stem = Stem(in_channels, dims[0])
         rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
@@ -388,17 +376,40 @@ class MambaOut(ArchBackbone):
                                   rates[start:start + depths[i]], downsample=i > 0,
                                   fused=fused_mixer)
             stage.with_cp = i in cp_stages
-            if compile_stages:
-                stage.compile_name = f'mambaout_stage{i}'
-                if isinstance(compile_stages, str):
-                    stage.compile_mode = compile_stages
-                stage.compile_memory_budget = compile_memory_budget
             self.stages.append(stage)
         if norm_out:
             for i in self.out_indices:
                 self.add_module(f'norm{i}', _layer_norm(dims[i]))
         self.out_channels = tuple(dims[i] for i in self.out_indices)
+        if compile_stages is not None:
+            self.compile_blocks(compile_stages, compile_memory_budget)
+        elif compile_memory_budget is not None:
+            if not 0. < compile_memory_budget <= 1.:
+                raise ValueError(f'compile_memory_budget must be in (0, 1], got '
+                                 f'{compile_memory_budget!r}')
+            self.compile_memory_budget = compile_memory_budget  # for MambaOutCompileHook
         self._freeze_stages()
+
+    def compile_blocks(self, mode: Union[bool, str], memory_budget: Optional[float] = None):
+        """Compile (``mode`` True or a ``torch.compile`` mode) or un-compile (False)
+        each stage's blocks; what ``compile_stages`` / ``compile_memory_budget`` do at
+        construction, callable later (:class:`~mmmambaout.engine.MambaOutCompileHook`)."""
+        if isinstance(mode, str) and mode not in COMPILE_MODES:
+            raise ValueError(f'compile_stages must be a bool or one of {COMPILE_MODES} '
+                             f'(torch.compile modes), got {mode!r}')
+        if mode and any(stage.with_cp for stage in self.stages):
+            raise ValueError('compile_stages and with_cp are exclusive: with_cp checkpoints '
+                             'each block in eager mode, compile_stages compiles the blocks '
+                             'of a stage as one graph; use one of them')
+        if memory_budget is not None and not (mode and 0. < memory_budget <= 1.):
+            raise ValueError(f'compile_memory_budget must be in (0, 1] and needs '
+                             f'compile_stages, got {memory_budget!r} with '
+                             f'compile_stages={mode!r}')
+        self.compile_stages, self.compile_memory_budget = mode, memory_budget
+        for i, stage in enumerate(self.stages):
+            stage.compile_name = f'mambaout_stage{i}' if mode else None
+            stage.compile_mode = mode if isinstance(mode, str) else 'default'
+            stage.compile_memory_budget = memory_budget
 
     @classmethod
     def _parse_arch(cls, arch) -> Dict[str, tuple]:

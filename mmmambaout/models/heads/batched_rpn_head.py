@@ -15,7 +15,7 @@ detection step is host-bound, so those few hundred small ops per step are time.
   reads zeros, as its padding does, so every output is the per-level one (to float
   rounding: another shape may get another convolution algorithm). Only with mmdet's
   default single 3x3 ``rpn_conv``; a stack of convolutions runs per level.
-* targets: with the sync-free assigner and sampler of ``train_speedups``, the anchors of
+* targets: with the sync-free assigner and sampler our configs name, the anchors of
   all images are assigned at once: one IoU call over gts padded to the batch's largest
   count (padding and anchors outside an image's valid area get IoU -1: they never win a
   maximum, are never sampled and get weight 0, as mmdet's compaction to the inside

@@ -159,7 +159,7 @@ def test_cuda_same_as_fused_eager(mixer_backends, dtype, rtol):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA (CUDA graphs, Triton)')
 def test_cuda_graphs_same_as_eager_over_sizes_and_modes():
-    """The train_speedups default for detectors on CUDA: CUDA graphs with memory budget
+    """What MambaOutCompileHook picks for detectors on CUDA: CUDA graphs with memory budget
     0.5. Each size is seen three times (warm-up, recording, replay), sizes alternating,
     then inference (compiled without graphs): eager's outputs and gradients every time
     (rtol 1e-4: TF32-free fp32, fused kernels sum in another order)."""
@@ -271,7 +271,8 @@ def test_memory_budget_saves_fewer_activations(monkeypatch):
     assert compiled_blocks_runner.cache_info().currsize == 2 * len(ARCH['depths'])
 
 
-@pytest.mark.parametrize('kwargs', [dict(compile_memory_budget=0.5),
+@pytest.mark.parametrize('kwargs', [dict(compile_stages=False, compile_memory_budget=0.5),
+                                    dict(compile_memory_budget=2.),
                                     dict(compile_stages=True, compile_memory_budget=0.),
                                     dict(compile_stages=True, compile_memory_budget=1.5)])
 def test_memory_budget_checked(kwargs):

@@ -158,7 +158,7 @@ def test_stacked_rpn_convs_run_per_level():
 
 def target_heads(**train_cfg):
     """mmdet's head (MaxIoUAssigner, RandomSampler) and ours with the sync-free ones that
-    ``train_speedups`` swaps in (which take the batched target path)."""
+    our configs name (which take the batched target path)."""
     stock_kwargs, our_kwargs = head_kwargs(), head_kwargs()
     for kwargs in (stock_kwargs, our_kwargs):
         for key, value in train_cfg.items():

@@ -1,0 +1,89 @@
+"""Compile MambaOut's stages when training starts on a GPU: the config names the hook,
+the hook decides what the device allows.
+
+Whether compilation pays depends on where the run lands (inductor needs CUDA and
+Triton; on a CPU a smoke test would only wait for the compiler) and on how it trains
+(CUDA graphs replay into the same gradient buffers, so gradient accumulation, which
+still holds the previous step's gradients, cannot use them; distributed runs keep plain
+compilation until graphs under DDP are verified). A config cannot know either, so it
+names this hook, and the hook chooses in ``before_train``:
+
+* no CUDA or no Triton: nothing changes (eager stages, fused mixer where available);
+* a backbone whose ``compile_stages`` the config set (True, False or a mode), or that
+  checkpoints blocks (``with_cp``): left as configured;
+* otherwise :meth:`MambaOut.compile_blocks` with ``'reduce-overhead'`` (CUDA graphs in
+  training steps) when ``cuda_graphs`` is on, the optimizer wrapper accumulates no
+  gradients and the run is one process; else ``True`` (compiled, no graphs).
+
+Testing and inference (``tools/test.py``, the Inferencers) never run ``before_train``,
+so they keep the eager stages. Measurements: docs/training_speed.md.
+"""
+from typing import Optional
+
+from mmengine.dist import get_world_size
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+
+GRAPH_MODE = 'reduce-overhead'
+
+
+def compile_available() -> bool:
+    """Whether inductor can compile for the GPU here: CUDA and Triton."""
+    import torch
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def compile_mode(cuda_graphs: bool, accumulative_counts: int, world_size: int):
+    """``torch.compile`` mode for the stages: graphs only where they are safe."""
+    if cuda_graphs and accumulative_counts == 1 and world_size == 1:
+        return GRAPH_MODE
+    return True
+
+
+@HOOKS.register_module()
+class MambaOutCompileHook(Hook):
+    """Compile the blocks of every MambaOut backbone whose ``compile_stages`` is unset.
+
+    Args:
+        cuda_graphs (bool): replay the compiled stages as CUDA graphs in training steps
+            where that is safe (see the module docstring). Our detection configs turn it
+            on; segmentation configs off (with graphs UperNet reserved as much memory as
+            Swin-T).
+        memory_budget (float, optional): AOTAutograd's activation memory budget for the
+            compiled stages, unless the backbone sets ``compile_memory_budget``.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, cuda_graphs: bool = True, memory_budget: Optional[float] = 0.5):
+        self.cuda_graphs = cuda_graphs
+        self.memory_budget = memory_budget
+
+    def before_train(self, runner) -> None:
+        from mmmambaout.models.backbones import MambaOut
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        backbones = [m for m in model.modules() if isinstance(m, MambaOut)]
+        if not backbones:
+            return
+        if not compile_available():
+            runner.logger.info('MambaOutCompileHook: no CUDA or no Triton here, the MambaOut '
+                               'stages run eagerly')
+            return
+        counts = getattr(runner.optim_wrapper, '_accumulative_counts', 1)
+        mode = compile_mode(self.cuda_graphs, counts, get_world_size())
+        for backbone in backbones:
+            if backbone.compile_stages is not None or any(s.with_cp for s in backbone.stages):
+                continue
+            budget = backbone.compile_memory_budget or self.memory_budget
+            backbone.compile_blocks(mode, budget)
+            runner.logger.info(
+                f'MambaOutCompileHook: MambaOut stages compiled (mode {mode!r}, memory budget '
+                f'{budget}); the first iterations compile. '
+                'model.backbone.compile_stages=False keeps them eager')

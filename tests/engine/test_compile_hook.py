@@ -1,0 +1,61 @@
+"""MambaOutCompileHook: which compile mode each backbone gets when training starts (the
+hook only sets it; compilation itself is tested in tests/models/backbones)."""
+from types import SimpleNamespace
+
+import pytest
+from mmengine.logging import MMLogger
+from torch import nn
+
+from mmmambaout.engine import MambaOutCompileHook, compile_hook
+from mmmambaout.models.backbones import MambaOut, Vim
+
+ARCH = dict(depths=(1, 1), dims=(8, 16))
+
+
+def start_training(backbone, gpu=True, counts=1, world=1, monkeypatch=None, **hook_kwargs):
+    monkeypatch.setattr(compile_hook, 'compile_available', lambda: gpu)
+    monkeypatch.setattr(compile_hook, 'get_world_size', lambda: world)
+    model = nn.Sequential(backbone)
+    runner = SimpleNamespace(model=model, logger=MMLogger.get_current_instance(),
+                             optim_wrapper=SimpleNamespace(_accumulative_counts=counts))
+    MambaOutCompileHook(**hook_kwargs).before_train(runner)
+    return backbone
+
+
+@pytest.mark.parametrize('cuda_graphs,counts,world,mode', [
+    (True, 1, 1, 'reduce-overhead'),   # detectors: CUDA graphs
+    (False, 1, 1, True),               # segmentors: compiled, no graphs
+    (True, 2, 1, True),                # gradient accumulation: no graphs
+    (True, 1, 2, True),                # several processes: no graphs
+])
+def test_mode_follows_the_training_setup(monkeypatch, cuda_graphs, counts, world, mode):
+    backbone = start_training(MambaOut(ARCH, out_indices=(0, 1)), counts=counts, world=world,
+                              monkeypatch=monkeypatch, cuda_graphs=cuda_graphs)
+    assert backbone.compile_stages == mode and backbone.compile_memory_budget == 0.5
+    assert [s.compile_name for s in backbone.stages] == ['mambaout_stage0', 'mambaout_stage1']
+    assert {s.compile_mode for s in backbone.stages} == {
+        mode if isinstance(mode, str) else 'default'}
+
+
+def test_nothing_without_a_gpu(monkeypatch):
+    backbone = start_training(MambaOut(ARCH, out_indices=(0, 1)), gpu=False, monkeypatch=monkeypatch)
+    assert backbone.compile_stages is None
+    assert all(s.compile_name is None for s in backbone.stages)
+
+
+@pytest.mark.parametrize('kwargs,stages,budget', [
+    (dict(compile_stages=False), False, None),
+    (dict(compile_stages=True), True, None),
+    (dict(with_cp=True), None, None),
+    (dict(compile_memory_budget=0.8), 'reduce-overhead', 0.8),
+])
+def test_the_configs_own_choice_wins(monkeypatch, kwargs, stages, budget):
+    backbone = start_training(MambaOut(ARCH, out_indices=(0, 1), **kwargs), monkeypatch=monkeypatch)
+    assert backbone.compile_stages == stages and backbone.compile_memory_budget == budget
+
+
+def test_other_backbones_untouched(monkeypatch):
+    vim = Vim(dict(embed_dims=32, depth=6), out_indices=(0, 1, 2, 3))
+    before = {n: type(m) for n, m in vim.named_modules()}
+    start_training(vim, monkeypatch=monkeypatch)
+    assert {n: type(m) for n, m in vim.named_modules()} == before
