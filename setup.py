@@ -16,18 +16,28 @@ import shutil
 import sys
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+from setuptools.command.editable_wheel import editable_wheel
 
 HERE = osp.dirname(osp.abspath(__file__))
 
 
+MIM_FILES = ('model-index.yml', 'configs', 'tools')
+
+
 def add_mim_extension():
-    """Copy model-index.yml, configs/ and tools/ into mmmambaout/.mim/ for wheels and
-    sdists, where `mim` and mmmambaout.zoo look; editable installs read the repo."""
-    if not any(cmd in sys.argv for cmd in ('sdist', 'bdist_wheel')):
+    """mmmambaout/.mim/ holds model-index.yml, configs/ and tools/, where `mim` and
+    mmmambaout.zoo look: copies in wheels and sdists, symbolic links into the checkout
+    for an editable install (as mmdet's setup.py does), so edits show at once."""
+    if any(cmd in sys.argv for cmd in ('editable_wheel', 'develop')):
+        mode = 'symlink'
+    elif any(cmd in sys.argv for cmd in ('sdist', 'bdist_wheel')):
+        mode = 'copy'
+    else:
         return
     mim_path = osp.join(HERE, 'mmmambaout', '.mim')
     os.makedirs(mim_path, exist_ok=True)
-    for name in ('model-index.yml', 'configs', 'tools'):
+    for name in MIM_FILES:
         src, dst = osp.join(HERE, name), osp.join(mim_path, name)
         if not osp.exists(src):
             continue
@@ -35,7 +45,47 @@ def add_mim_extension():
             shutil.rmtree(dst)
         elif osp.lexists(dst):
             os.remove(dst)
-        (shutil.copytree if osp.isdir(src) else shutil.copyfile)(src, dst)
+        if mode == 'symlink':
+            os.symlink(osp.relpath(src, mim_path), dst)
+        else:
+            (shutil.copytree if osp.isdir(src) else shutil.copyfile)(src, dst)
+
+
+# One line Python runs at start-up in every interpreter of the environment: it makes
+# `import mmcv._ext` find mmmambaout's op backend when mmcv has no compiled one
+# (mmmambaout_mmcv_finder.py; it imports nothing else). Removed on uninstall.
+PTH_NAME = 'mmmambaout-mmcv-ext.pth'
+PTH_LINE = ("import sys; exec('try:\\n import mmmambaout_mmcv_finder\\nexcept ImportError:\\n pass\\n"
+            "else:\\n mmmambaout_mmcv_finder.install()')\n")
+
+
+def _write_pth(directory):
+    with open(osp.join(directory, PTH_NAME), 'w') as f:
+        f.write(PTH_LINE)
+
+
+class BuildPyWithPth(build_py):
+    """Wheels: the .pth file at the root of the package data (site-packages)."""
+
+    def run(self):
+        super().run()
+        if not getattr(self, 'editable_mode', False):
+            _write_pth(self.build_lib)
+
+    def get_outputs(self, *args, **kwargs):
+        outputs = super().get_outputs(*args, **kwargs)
+        if getattr(self, 'editable_mode', False):
+            return outputs
+        return outputs + [osp.join(self.build_lib, PTH_NAME)]
+
+
+class EditableWheelWithPth(editable_wheel):
+    """Editable installs (pip install -e): the same .pth file in the editable wheel."""
+
+    def _run_build_commands(self, dist_name, unpacked_wheel, build_lib, tmp_dir):
+        result = super()._run_build_commands(dist_name, unpacked_wheel, build_lib, tmp_dir)
+        _write_pth(unpacked_wheel)
+        return result
 
 
 def read_version():
@@ -53,15 +103,20 @@ setup(
     long_description=open('README.md').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['mmmambaout', 'mmmambaout.*']),
+    py_modules=['mmmambaout_mmcv_finder'],
+    cmdclass={'build_py': BuildPyWithPth, 'editable_wheel': EditableWheelWithPth},
+    license='Apache-2.0',
     python_requires='>=3.9',
     install_requires=[
         'torch>=2.1',
         'torchvision',
         'numpy',
-        'mmengine==0.10.7',
-        'mmdet==3.3.0',
-        'mmsegmentation==1.2.2',
-        'mmpretrain==1.2.0',
+        # the releases our components subclass and the tests run on; mmmambaout/compat/
+        # names the exact versions each of its patches was written for
+        'mmengine>=0.10.4,<0.11',
+        'mmdet>=3.3.0,<3.4',
+        'mmsegmentation>=1.2.2,<1.3',
+        'mmpretrain>=1.2.0,<1.3',
         'pycocotools',
         'ftfy',       # mmseg imports it without declaring it
         'regex',      # likewise

@@ -3,7 +3,8 @@
 mmcv-lite has no ``mmcv._ext``; every ``mmcv/ops/*.py`` runs
 ``ext_loader.load_ext('_ext', [names])`` at import time, which imports ``mmcv._ext`` and
 asserts each name is there. So ``import mmcv.ops`` (and with it ``mmdet.models`` and
-``mmseg.models``) fails. :func:`install_mmcv_ops_backend` registers a stand-in module:
+``mmseg.models``) fails. :mod:`mmmambaout_mmcv_finder` (installed with mmmambaout,
+active in every interpreter) then builds this stand-in with :func:`build_ext_module`:
 
 * real ops, CPU and CUDA, with mmcv's ext call signatures and in-place outputs, for what
   Mask R-CNN, Cascade Mask R-CNN, RetinaNet, FCOS and UperNet run: ``nms`` (also behind
@@ -17,11 +18,8 @@ asserts each name is there. So ``import mmcv.ops`` (and with it ``mmdet.models``
 
 A working ``mmcv._ext`` (a full mmcv build) is always left alone.
 """
-import importlib
 import importlib.machinery
-import importlib.util
 import re
-import sys
 import types
 import warnings
 from pathlib import Path
@@ -302,25 +300,10 @@ def build_ext_module(ops_dir):
     return module
 
 
-def install_mmcv_ops_backend():
-    """Register the stand-in ``mmcv._ext`` unless mmcv has a working one.
-
-    Returns True if this call installed it. Must run before the first successful
-    ``import mmcv.ops``; an earlier *failed* import is no obstacle, since Python drops
-    modules whose import failed and the next ``import mmcv.ops`` starts afresh.
-    """
-    if importlib.util.find_spec('mmcv') is None or 'mmcv._ext' in sys.modules:
-        return False  # no mmcv at all, or an extension (real or ours) already loaded
-    try:
-        importlib.import_module('mmcv._ext')
-        return False
-    except ImportError as err:
-        if not (isinstance(err, ModuleNotFoundError) and err.name == 'mmcv._ext'):
-            # typically an mmcv built against another torch (undefined symbols)
-            warnings.warn(f'mmcv._ext exists but does not load ({err}); mmmambaout '
-                          'replaces it with its torchvision-backed ops')
-    import mmcv
-    module = build_ext_module(Path(mmcv.__file__).parent / 'ops')
-    sys.modules['mmcv._ext'] = module
-    mmcv._ext = module
-    return True
+def install_mmcv_ops_backend() -> bool:
+    """Make ``import mmcv._ext`` find the stand-in wherever mmcv has no working compiled
+    extension (:mod:`mmmambaout_mmcv_finder`). The installed ``mmmambaout-mmcv-ext.pth``
+    does this at interpreter start; this call covers interpreters that skip it
+    (``python -S``, a source checkout on ``PYTHONPATH``). True if this call added it."""
+    import mmmambaout_mmcv_finder
+    return mmmambaout_mmcv_finder.install()
