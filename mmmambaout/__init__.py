@@ -3,21 +3,20 @@
 Importing the package, before anything else of OpenMMLab's:
 1. provides ``mmcv._ext`` from torchvision's kernels when mmcv has no compiled ops,
    so that ``mmcv.ops``, ``mmdet.models`` and ``mmseg.models`` import and run;
-2. mends what mmengine 0.10.7 gets wrong on today's PyTorch and NumPy;
-3. registers the backbones and heads in the mmdet, mmseg and mmpretrain registries.
+2. applies :mod:`mmmambaout.compat`, every change we make to a third-party library
+   (mmengine's checkpoint loader, mmpretrain's multimodal switch), each only on the
+   library version it was written for;
+3. registers the backbones, heads and hooks in the mmdet, mmseg, mmpretrain and mmengine
+   registries, and the loaders of released weights by URL in mmengine's CheckpointLoader.
+
+Nothing else global: no warning filters, no library settings.
 """
-import warnings
-
-# mmengine 0.10.7 imports pkg_resources (kept by our setuptools<81 pin), which warns on
-# every import; the warning is about mmengine, not something a user can act on.
-warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
-
-from .ops.mmcv_backend import install_mmcv_ops_backend  # noqa: E402
-from .utils.compat import apply_compat_patches  # noqa: E402
-from .version import __version__  # noqa: E402
+from . import compat
+from .ops.mmcv_backend import install_mmcv_ops_backend
+from .version import __version__
 
 install_mmcv_ops_backend()
-apply_compat_patches()
+compat.apply()
 
 from . import engine, models  # noqa: E402,F401  (registers hooks and models)
 

@@ -1,6 +1,9 @@
-"""Mend what mmengine 0.10.7 gets wrong on today's PyTorch.
+"""mmengine 0.10.7 on torch >= 2.6: resume (``--resume``) and ``load_from`` with
+``weights_only`` kept on.
 
-Resuming a run (``--resume``) and ``load_from`` go through
+Written for: mmengine 0.10.7 (any other version: warned about once, left alone).
+
+Resuming a run and ``load_from`` go through
 ``mmengine.runner.checkpoint._load_checkpoint`` -> ``torch.load`` without
 ``weights_only``. Since torch 2.6 that means ``weights_only=True``, and the Runner's own
 checkpoints hold a few non-tensor objects in their ``meta`` / ``message_hub`` entries,
@@ -13,21 +16,19 @@ Allowing the real ``builtins.getattr`` would let a pickle reach any attribute of
 allowed object (and from there ``__globals__``), so the name is bound to a getattr that
 only looks up registered statistics methods on ``HistoryBuffer``.
 
-transformers >= 5: mmpretrain 1.2.0 imports its multimodal models (BLIP, ...) whenever
-transformers >= 4.28 is installed, and they no longer import against transformers 5, so
-``import mmpretrain.models`` fails. We mark multimodal support off before mmpretrain's
-models load; those models then raise their own "install the multimodal extra" error.
-
-NumPy 2: the mmdet / mmseg / mmpretrain code paths this project uses (COCO and ADE20K
-loading, CocoMetric, IoUMetric, Accuracy) use no name that NumPy 2 removed; the
-end-to-end tests run them on NumPy 2.4. Known removed names remain in code paths we do
-not use (mmpretrain's retrieval metric ``np.in1d``, mmdet's YouTube-VIS ``np.float``).
+The change: ``mmengine.runner.checkpoint._load_checkpoint`` and the same function as
+imported into ``mmengine.runner.runner`` are wrapped (``__wrapped__`` is the original).
 """
 import contextlib
 import functools
 
 import numpy as np
 import torch
+
+from ._version import written_for
+
+LIBRARY = 'mmengine'
+WRITTEN_FOR = ('0.10.7', )
 
 
 def _history_buffer_getattr(obj, name):
@@ -80,29 +81,15 @@ def _with_mmengine_allowlist(load_fn):
     return load
 
 
-def patch_mmengine_checkpoint_loading():
-    """Wrap every name under which mmengine calls its checkpoint loader."""
+def apply():
+    """Wrap every name under which mmengine calls its checkpoint loader (mmengine 0.10.7
+    only). Returns whether the change is in place."""
+    if not written_for(LIBRARY, WRITTEN_FOR, "mmmambaout's fix of mmengine's checkpoint "
+                       'loading on torch >= 2.6',
+                       '--resume and load_from of Runner checkpoints may fail with an '
+                       'UnpicklingError on torch >= 2.6'):
+        return False
     from mmengine.runner import checkpoint, runner
     checkpoint._load_checkpoint = _with_mmengine_allowlist(checkpoint._load_checkpoint)
     runner._load_checkpoint = _with_mmengine_allowlist(runner._load_checkpoint)
-
-
-def mmpretrain_multimodal_importable(transformers_version):
-    """mmpretrain 1.2.0's multimodal models import against transformers 4.x only."""
-    return transformers_version is None or int(transformers_version.split('.')[0]) < 5
-
-
-def disable_broken_mmpretrain_multimodal():
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        transformers_version = version('transformers')
-    except PackageNotFoundError:
-        transformers_version = None
-    if not mmpretrain_multimodal_importable(transformers_version):
-        import mmpretrain.utils.dependency
-        mmpretrain.utils.dependency.WITH_MULTIMODAL = False
-
-
-def apply_compat_patches():
-    patch_mmengine_checkpoint_loading()
-    disable_broken_mmpretrain_multimodal()
+    return True

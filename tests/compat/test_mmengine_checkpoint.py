@@ -1,13 +1,16 @@
-"""mmengine 0.10.7 on torch >= 2.6: resume with weights_only kept on; pkg_resources-free configs."""
+"""mmengine 0.10.7 on torch >= 2.6: resume with weights_only kept on (only on the version
+the change was written for); pkg_resources-free configs."""
 import os
 import pickle
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
 
-import mmmambaout  # noqa: F401  (applies the patches)
+import mmmambaout  # noqa: F401  (applies mmmambaout.compat)
+from mmmambaout.compat import UnsupportedVersionWarning, mmengine_checkpoint
 
 
 def test_runner_resume_restores_iteration_and_optimizer(tmp_path, make_tiny_runner):
@@ -58,7 +61,7 @@ def test_mmengine_loader_still_refuses_code(tmp_path):
 def test_history_buffer_getattr_is_restricted():
     from mmengine.logging import HistoryBuffer
 
-    from mmmambaout.utils.compat import _history_buffer_getattr
+    from mmmambaout.compat.mmengine_checkpoint import _history_buffer_getattr
     assert _history_buffer_getattr(HistoryBuffer, 'mean') is HistoryBuffer.mean
     with pytest.raises(RuntimeError, match='refused getattr'):
         _history_buffer_getattr(HistoryBuffer, '__init__')
@@ -79,8 +82,38 @@ def test_cross_package_base_configs_load_in_fresh_interpreter(tmp_path):
     assert out.returncode == 0 and 'ok' in out.stdout, out.stderr[-2000:]
 
 
-def test_mmpretrain_multimodal_switched_off_only_for_transformers_5():
-    from mmmambaout.utils.compat import mmpretrain_multimodal_importable
-    assert mmpretrain_multimodal_importable(None)
-    assert mmpretrain_multimodal_importable('4.46.3')
-    assert not mmpretrain_multimodal_importable('5.17.0')
+@pytest.fixture
+def unpatched_mmengine(monkeypatch):
+    """mmengine's checkpoint loader as mmengine defines it (restored after the test)."""
+    from mmengine.runner import checkpoint, runner
+    original = checkpoint._load_checkpoint.__wrapped__
+    monkeypatch.setattr(checkpoint, '_load_checkpoint', original)
+    monkeypatch.setattr(runner, '_load_checkpoint', original)
+    return checkpoint, runner, original
+
+
+def test_applied_on_mmengine_0_10_7(unpatched_mmengine, fake_versions):
+    checkpoint, runner, original = unpatched_mmengine
+    fake_versions(mmengine='0.10.7')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        assert mmengine_checkpoint.apply() is True
+        assert mmengine_checkpoint.apply() is True  # idempotent: wrapped once
+    assert not [w for w in caught if issubclass(w.category, UnsupportedVersionWarning)]
+    for module in (checkpoint, runner):
+        assert module._load_checkpoint.__wrapped__ is original
+
+
+@pytest.mark.parametrize('other', ['0.10.6', '0.11.0', None])
+def test_other_mmengine_left_alone_with_one_warning(unpatched_mmengine, fake_versions, other):
+    checkpoint, runner, original = unpatched_mmengine
+    fake_versions(mmengine=other)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        for _ in range(3):
+            assert mmengine_checkpoint.apply() is False
+    assert [w.category for w in caught] == [UnsupportedVersionWarning]
+    message = str(caught[0].message)
+    assert 'written for mmengine 0.10.7' in message and 'left unchanged' in message
+    assert f'mmengine {other or "(not installed)"} is installed' in message
+    assert checkpoint._load_checkpoint is original and runner._load_checkpoint is original
