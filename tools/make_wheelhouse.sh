@@ -6,8 +6,9 @@
 # Usage: tools/make_wheelhouse.sh DIR [--python 3.12] [--platform manylinux_2_28_x86_64]
 #                                     [--exclude 'torch,torchvision,triton,nvidia-*']
 #                                     [--extras lite,tests]
-# --exclude drops packages the target already has (e.g. its own CUDA build of torch);
-# names are matched case-insensitively, '-'/'_' alike, with shell globs.
+# --exclude drops packages the target already has (e.g. its own CUDA build of torch) and
+# what only they need (tools/misc/select_wheels.py); names are matched
+# case-insensitively, '-'/'_' alike, with shell globs.
 set -euo pipefail
 DEST=${1:?usage: make_wheelhouse.sh DIR [--python X.Y] [--platform TAG] [--exclude a,b*] [--extras e1,e2]}
 shift
@@ -34,17 +35,7 @@ REPORT=$(mktemp)
 # resolve the whole dependency set for the target, without installing anything
 python -m pip install -q --dry-run --ignore-installed --report "$REPORT" --target "$(mktemp -d)" \
     "${TARGET_ARGS[@]}" "$ROOT[$EXTRAS]"
-python - "$REPORT" "$EXCLUDE" > "$REPORT.list" <<'PY'
-import fnmatch, json, re, sys
-report, exclude = sys.argv[1], [p for p in sys.argv[2].split(',') if p]
-norm = lambda n: re.sub(r'[-_.]+', '-', n).lower()
-for item in json.load(open(report))['install']:
-    meta = item['metadata']
-    name = norm(meta['name'])
-    if name == 'mmmambaout' or any(fnmatch.fnmatch(name, norm(p)) for p in exclude):
-        continue
-    print(f"{meta['name']}=={meta['version']}")
-PY
+python "$ROOT/tools/misc/select_wheels.py" "$REPORT" "$EXCLUDE" --python "$PY" > "$REPORT.list"
 xargs python -m pip download -q --no-deps "${TARGET_ARGS[@]}" -d "$DEST" < "$REPORT.list"
 echo "$(wc -l < "$REPORT.list") wheels for Python $PY / $PLATFORM in $DEST ($(du -sh "$DEST" | cut -f1))"
 echo "install offline with: pip install --no-index --find-links $DEST -e \"$ROOT[$EXTRAS]\""
