@@ -19,5 +19,8 @@ install_mmcv_ops_backend()
 compat.apply()
 
 from . import engine, models  # noqa: E402,F401  (registers hooks and models)
+from .checkpoint import register_release_loaders  # noqa: E402
+
+register_release_loaders()
 
 __all__ = ['__version__']

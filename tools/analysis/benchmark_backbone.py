@@ -62,7 +62,8 @@ def parse_args(argv=None):
 def build_models(arch, device, fused_mixer=True, compile_stages=None):
     import timm
 
-    from mmmambaout.models.backbones.mambaout import MambaOut, checkpoint_filter_fn
+    from mmmambaout.checkpoint import checkpoint_filter_fn
+    from mmmambaout.models.backbones.mambaout import MambaOut
     ref = timm.create_model(f'mambaout_{arch}', num_classes=0)
     ours = MambaOut(arch, out_indices=(3, ), norm_out=False, fused_mixer=fused_mixer,
                     compile_stages=compile_stages or False)
@@ -76,7 +77,7 @@ def build_models(arch, device, fused_mixer=True, compile_stages=None):
 def compile_timm_stages(model, mode='default'):
     """timm's stages run ``self.blocks(x)``: that call goes through one compiled
     function per stage, as ours do with ``compile_stages=True``."""
-    from mmmambaout.models.backbones.mambaout import compiled_blocks_runner
+    from mmmambaout.models.layers import compiled_blocks_runner
     for i, stage in enumerate(model.stages):
         stage.blocks.forward = functools.partial(compiled_blocks_runner(f'timm_stage{i}', mode),
                                                  stage.blocks)

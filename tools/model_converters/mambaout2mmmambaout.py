@@ -17,9 +17,8 @@ import os.path as osp
 
 import torch
 
-from mmmambaout.models.backbones.mambaout import (checkpoint_format,
-                                                  load_mambaout_state_dict,
-                                                  to_model_state_dict)
+from mmmambaout.checkpoint import (checkpoint_format, extract_state_dict, load_checkpoint_file,
+                                   load_mambaout_state_dict, mambaout_model_state_dict)
 
 
 def parse_args(argv=None):
@@ -32,13 +31,12 @@ def parse_args(argv=None):
 
 
 def convert(src, dst, backbone_only=False):
-    from mmmambaout.checkpoint import extract_state_dict, load_checkpoint_file
     raw = extract_state_dict(load_checkpoint_file(src))
     fmt = checkpoint_format(raw)
     state_dict = load_mambaout_state_dict(src)
     if backbone_only:
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.')}
-    state_dict = {k: v.contiguous() for k, v in to_model_state_dict(state_dict).items()}
+    state_dict = {k: v.contiguous() for k, v in mambaout_model_state_dict(state_dict).items()}
     os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
     if dst.endswith('.safetensors'):
         from safetensors.torch import save_file

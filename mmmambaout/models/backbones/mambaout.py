@@ -5,8 +5,9 @@ Architecture facts follow the official release (yuweihao/MambaOut) and the paper
 weights of the official release and of timm load unchanged (keys converted on the fly).
 
 Layout of this file, top to bottom: arch table, building blocks (stem, downsample,
-Gated CNN block), the :class:`MambaOut` backbone, checkpoint key conversion (official and
-timm formats -> ours) and pretrained loading.
+Gated CNN block, stage), the :class:`MambaOut` backbone. Checkpoints (official, timm and
+our formats, converted on the fly) are read in :mod:`mmmambaout.checkpoint`; the compiled
+stages run through :mod:`mmmambaout.models.layers.compiled_blocks`.
 
 Tensors are channels-last (``[B, H, W, C]``) inside the stages: LayerNorm and the two
 Linear layers work on the last dim directly. The 3x3 strided convs and the 7x7 depthwise
@@ -23,20 +24,17 @@ Our state-dict layout (backbone)::
 
 and for the classifier head (:class:`MambaOutClsHead`): ``head.{norm,fc1,hidden_norm,fc2}``.
 """
-import functools
-import logging
-import re
-import types
 from typing import Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
-from mmengine.logging import print_log
 from mmengine.model.weight_init import trunc_normal_
 
-from mmmambaout.checkpoint import register_release_loader
+from mmmambaout.checkpoint import load_mambaout_state_dict
 from mmmambaout.models.backbones.base import ArchBackbone
+from mmmambaout.models.layers import (COMPILE_MODES, GRAPH_FREE_MODES, DropPath,
+                                      compiled_blocks_runner)
 from mmmambaout.ops.gated_conv_mixer import gated_conv_mixer
 from mmmambaout.registry import register_model
 
@@ -49,33 +47,9 @@ ARCH_SETTINGS = {
 }
 ARCH_ALIASES = {'f': 'femto', 'k': 'kobe', 't': 'tiny', 's': 'small', 'b': 'base'}
 
-OFFICIAL_RELEASE_URL = 'https://github.com/yuweihao/MambaOut/releases/download/model/'
-
 
 def _layer_norm(dim):
     return nn.LayerNorm(dim, eps=1e-6)
-
-
-def drop_path(x, drop_prob: float, training: bool):
-    """Stochastic depth per sample (the residual branch is dropped for whole samples)."""
-    if drop_prob == 0. or not training:
-        return x
-    keep = 1. - drop_prob
-    mask = x.new_empty((x.shape[0], ) + (1, ) * (x.ndim - 1)).bernoulli_(keep)
-    return x * mask.div_(keep)
-
-
-class DropPath(nn.Module):
-
-    def __init__(self, drop_prob: float = 0.):
-        super().__init__()
-        self.drop_prob = drop_prob
-
-    def forward(self, x):
-        return drop_path(x, self.drop_prob, self.training)
-
-    def extra_repr(self):
-        return f'drop_prob={self.drop_prob:.3f}'
 
 
 def _to_nchw(x):
@@ -157,56 +131,6 @@ class GatedCNNBlock(nn.Module):
         mix = gated_conv_mixer(self.fc1(self.norm(x)), self.conv.weight, self.conv.bias,
                                self.hidden, backend='auto' if fused else 'reference')
         return x + self.drop_path(self.fc2(mix))
-
-
-def _run_blocks(blocks, x):
-    for block in blocks:
-        x = block(x)
-    return x
-
-
-COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
-# the same compilation without CUDA graphs, for stages that no backward follows
-GRAPH_FREE_MODES = {'reduce-overhead': 'default', 'max-autotune': 'max-autotune-no-cudagraphs'}
-
-
-@functools.lru_cache(maxsize=None)
-def compiled_blocks_runner(name: str, mode: str = 'default',
-                           memory_budget: Optional[float] = None):
-    """``run(blocks, x)`` (``x`` through each of ``blocks`` in turn), ``torch.compile``d
-    with ``mode``; one function per ``(name, mode, memory_budget)`` (one per stage).
-
-    ``memory_budget`` (0-1] is AOTAutograd's ``activation_memory_budget`` while the
-    function compiles (it is read then, inside the call): below 1 its partitioner saves
-    fewer activations for the backward and recomputes cheap ops instead.
-
-    Dynamo keeps compiled graphs, the recompile count (``recompile_limit``, 8) and the
-    automatic-dynamic state per code object and code name. Stages differ in width and
-    depth, so one shared function (or ``compile()`` on every block: they share
-    ``GatedCNNBlock.forward``) pools all their graphs in one cache and runs into that
-    limit. Here each name gets a copy of the code object under a name of its own, so each
-    stage has its own cache and budget: one graph per input size and grad mode at first
-    (static shapes), and after a size change a graph with dynamic H, W (``dynamic=None``:
-    automatic dynamic) where inductor keeps them symbolic. The limit is left as it is: a
-    stage past it keeps its graphs and runs eager (fused mixer) for new shapes.
-    """
-    tag = f'{name}_{mode}'.replace('-', '_')
-    if memory_budget is not None:
-        tag += f'_budget{round(memory_budget * 1000)}'
-    if mode == 'reduce-overhead':
-        # one CUDA graph per input size is the intent (detection batches vary in size);
-        # inductor's warning past 8 sizes would fire in every COCO run
-        from torch._inductor import config as inductor_config
-        inductor_config.triton.cudagraph_dynamic_shape_warn_limit = None
-    code = _run_blocks.__code__.replace(co_name=f'{_run_blocks.__name__}_{tag}')
-    compiled = torch.compile(types.FunctionType(code, _run_blocks.__globals__), mode=mode)
-    if memory_budget is None:
-        return compiled
-
-    def run(blocks, x):
-        with torch._functorch.config.patch(activation_memory_budget=memory_budget):
-            return compiled(blocks, x)
-    return run
 
 
 class MambaOutStage(nn.Module):
@@ -315,6 +239,7 @@ class MambaOut(ArchBackbone):
     arch_settings = ARCH_SETTINGS
     arch_aliases = ARCH_ALIASES
     custom_arch_keys = "'depths' and 'dims'"
+    pretrained_missing_ok = r'^norm\d+\.'  # dense output norms: not in classifiers
 
     def __init__(self,
                  arch: Union[str, dict] = 'tiny',
@@ -339,19 +264,12 @@ class MambaOut(ArchBackbone):
         if not isinstance(out_indices, Sequence) or len(out_indices) == 0:
             raise TypeError(f'out_indices must be an int or a non-empty sequence of ints, '
                             f'got {out_indices!r}')
-        indices = []
-        for idx in out_indices:
-            if not isinstance(idx, int) or not -num_stages <= idx < num_stages:
-                raise ValueError(f'out_indices entries must be ints in [{-num_stages}, '
-                                 f'{num_stages - 1}], got {out_indices!r}')
-            indices.append(idx % num_stages)
+        indices = self._normalise_out_indices(out_indices, num_stages)
         if len(set(indices)) != len(indices):
             raise ValueError(f'out_indices has duplicates: {out_indices!r}')
         self.out_indices = tuple(sorted(indices))
-        if not -1 <= frozen_stages <= num_stages:
-            raise ValueError(f'frozen_stages must be in [-1, {num_stages}], got {frozen_stages}')
-        if not 0. <= drop_path_rate < 1.:
-            raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate}')
+        self._check_frozen_stages(frozen_stages, num_stages)
+        self._check_drop_path_rate(drop_path_rate)
         self.norm_out = norm_out
         self.frozen_stages = frozen_stages
         self.drop_path_rate = drop_path_rate
@@ -444,12 +362,6 @@ class MambaOut(ArchBackbone):
             if self.norm_out and i in self.out_indices:
                 yield getattr(self, f'norm{i}')
 
-    def _freeze_stages(self):
-        for m in self._frozen_modules():
-            m.eval()
-            for p in m.parameters():
-                p.requires_grad = False
-
     # -- initialisation ---------------------------------------------------------------
     def _init_from_scratch(self):
         # Official init: truncated normal std 0.02 for Linear / Conv weights, zero bias.
@@ -462,137 +374,7 @@ class MambaOut(ArchBackbone):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def _load_pretrained(self, checkpoint, prefix):
+    def _pretrained_state_dict(self, checkpoint, prefix):
         state_dict = load_mambaout_state_dict(checkpoint, prefix=prefix)
         # Classifier head keys belong to MambaOutClsHead: dropped silently here.
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.')}
-        load_converted_state_dict(self, state_dict, checkpoint,
-                                  expected_missing=r'^norm\d+\.')
-
-
-# -- checkpoint key conversion ---------------------------------------------------------
-_OFFICIAL_MARKERS = re.compile(r'^(downsample_layers\.|stages\.\d+\.\d+\.|norm\.)')
-
-
-def checkpoint_format(state_dict) -> str:
-    """``'official'`` (yuweihao/MambaOut release) or ``'timm'`` / ``'ours'`` (same backbone)."""
-    if any(_OFFICIAL_MARKERS.match(k) for k in state_dict):
-        return 'official'
-    if any(k.startswith('head.pre_logits.') or k.startswith('head.fc.') for k in state_dict):
-        return 'timm'
-    return 'ours'
-
-
-def convert_official_key(key: str) -> str:
-    key = re.sub(r'^downsample_layers\.0\.', 'stem.', key)
-    key = re.sub(r'^downsample_layers\.(\d+)\.', r'stages.\1.downsample.', key)
-    key = re.sub(r'^stages\.(\d+)\.(\d+)\.', r'stages.\1.blocks.\2.', key)
-    key = re.sub(r'^head\.norm\.', 'head.hidden_norm.', key)   # LN(4C) inside the MLP
-    key = re.sub(r'^norm\.', 'head.norm.', key)                  # LN after pooling
-    return key
-
-
-def convert_timm_key(key: str) -> str:
-    key = re.sub(r'^head\.pre_logits\.fc\.', 'head.fc1.', key)
-    key = re.sub(r'^head\.pre_logits\.norm\.', 'head.hidden_norm.', key)
-    key = re.sub(r'^head\.fc\.', 'head.fc2.', key)
-    return key
-
-
-def checkpoint_filter_fn(state_dict: dict) -> dict:
-    """Official or timm MambaOut state dict -> our layout (backbone keys + ``head.*``).
-
-    Our own layout passes through unchanged, so the function is idempotent.
-    """
-    fmt = checkpoint_format(state_dict)
-    convert = {'official': convert_official_key, 'timm': convert_timm_key}.get(fmt)
-    if convert is None:
-        return dict(state_dict)
-    return {convert(k): v for k, v in state_dict.items()}
-
-
-def _strip_prefix(state_dict, prefix):
-    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-
-
-def load_mambaout_state_dict(checkpoint, prefix: Optional[str] = None) -> dict:
-    """Load a checkpoint (path, or whatever ``load_checkpoint_file`` accepts) in any
-    supported format and return it in our layout: backbone keys plus ``head.*`` keys.
-
-    ``prefix`` (e.g. ``'backbone.'``) selects and strips the keys under it. Without one,
-    a wrapping ``module.`` is removed, and a file with only ``backbone.*`` model keys
-    (an mmdet / mmseg / mmpretrain checkpoint) is read as its backbone plus ``head.*``.
-    """
-    from mmmambaout.checkpoint import extract_state_dict, load_checkpoint_file
-
-    if isinstance(checkpoint, dict):
-        state_dict = extract_state_dict(checkpoint)
-        source = 'the given state dict'
-    else:
-        state_dict = extract_state_dict(load_checkpoint_file(checkpoint))
-        source = repr(checkpoint)
-    if prefix:
-        prefix = prefix if prefix.endswith('.') else prefix + '.'
-        selected = _strip_prefix(state_dict, prefix)
-        if not selected:
-            raise ValueError(f'no key of {source} starts with prefix {prefix!r}; first keys: '
-                             f'{list(state_dict)[:5]}')
-        state_dict = selected
-    else:
-        if state_dict and all(k.startswith('module.') for k in state_dict):
-            state_dict = _strip_prefix(state_dict, 'module.')
-        if any(k.startswith('backbone.') for k in state_dict) and not any(
-                k.startswith(('stem.', 'stages.', 'downsample_layers.')) for k in state_dict):
-            backbone = _strip_prefix(state_dict, 'backbone.')
-            backbone.update({k: v for k, v in state_dict.items() if k.startswith('head.')})
-            state_dict = backbone
-    return checkpoint_filter_fn(state_dict)
-
-
-def load_converted_state_dict(module: nn.Module, state_dict: dict, source,
-                              expected_missing: Optional[str] = None):
-    """Load ``state_dict`` (our layout) into ``module`` non-strictly and report.
-
-    Raises on shape mismatches (wrong arch) and when no key matches at all; logs missing
-    and unexpected keys through the mmengine logger. Missing keys matching the regex
-    ``expected_missing`` (e.g. dense output norms absent from classification checkpoints)
-    are mentioned at INFO level only.
-    """
-    own = module.state_dict()
-    mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-                  for k, v in state_dict.items() if k in own and own[k].shape != v.shape]
-    name = type(module).__name__
-    if mismatched:
-        raise RuntimeError(f'{name}: checkpoint {source} does not fit this model (wrong arch?); '
-                           f'{len(mismatched)} shape mismatches, e.g. ' + '; '.join(mismatched[:3]))
-    if not any(k in own for k in state_dict):
-        raise RuntimeError(f'{name}: no key of checkpoint {source} matches the model, nothing '
-                           f'loaded. First checkpoint keys: {list(state_dict)[:5]}; first model '
-                           f'keys: {list(own)[:5]}. Wrong file or wrong prefix?')
-    missing, unexpected = module.load_state_dict(state_dict, strict=False)
-    expected = [k for k in missing if expected_missing and re.match(expected_missing, k)]
-    missing = [k for k in missing if k not in expected]
-    print_log(f'{name}: loaded {len(state_dict) - len(unexpected)} tensors from {source}',
-              logger='current', level=logging.INFO)
-    if expected:
-        print_log(f'{name}: initialised from scratch (not in the checkpoint, as expected): '
-                  f'{", ".join(expected)}', logger='current', level=logging.INFO)
-    if missing:
-        print_log(f'{name}: missing keys in {source}: {", ".join(missing)}',
-                  logger='current', level=logging.WARNING)
-    if unexpected:
-        print_log(f'{name}: unexpected keys in {source}: {", ".join(unexpected)}',
-                  logger='current', level=logging.WARNING)
-    return missing, unexpected
-
-
-def to_model_state_dict(state_dict: dict) -> dict:
-    """Our layout -> keys of a whole model (``backbone.*`` plus ``head.*``), as mmpretrain's
-    ``ImageClassifier`` (and mmdet / mmseg models, for the backbone part) name them."""
-    return {(k if k.startswith('head.') else 'backbone.' + k): v for k, v in state_dict.items()}
-
-
-# ``load_from=<official release URL>`` of an mmpretrain MambaOut classifier config
-register_release_loader(
-    OFFICIAL_RELEASE_URL,
-    lambda filename: to_model_state_dict(load_mambaout_state_dict(filename)))
+        return {k: v for k, v in state_dict.items() if not k.startswith('head.')}

@@ -11,7 +11,9 @@ model needs no CUDA extension.
 
 Layout of this file, top to bottom: arch table, building blocks (RMSNorm, the
 bidirectional mixer, the block, the stride-16 -> 4-scale pyramid), position-embedding
-resizing with the middle class-token slot, the :class:`Vim` backbone, pretrained loading.
+resizing with the middle class-token slot, the :class:`Vim` backbone. Checkpoints are read
+in :mod:`mmmambaout.checkpoint`; what is Vim's own about loading them (class-token
+position slot, layers and norms a mode does not build) stays here.
 
 The block. Upstream writes a layer as "Add -> Norm -> Mixer": layer ``i`` receives the
 previous mixer output ``h`` and the residual ``r``, computes ``r = r + drop_path(h)``,
@@ -36,7 +38,8 @@ State-dict layout (identical to upstream)::
     pyramid.{k}.*  out_norms.{k}.{weight,bias}      (dense mode only)
 
 The classifier (``head.{weight,bias}`` upstream) belongs to mmpretrain's
-``LinearClsHead`` (``head.fc.*``); :func:`to_model_state_dict` renames it.
+``LinearClsHead`` (``head.fc.*``); :func:`mmmambaout.checkpoint.vim_model_state_dict`
+renames it.
 """
 import logging
 import math
@@ -51,11 +54,11 @@ import torch.utils.checkpoint as cp
 from mmengine.logging import print_log
 from mmengine.model.weight_init import trunc_normal_
 
-from mmmambaout.checkpoint import register_release_loader
+from mmmambaout.checkpoint import load_vim_state_dict
 from mmmambaout.models.backbones.base import ArchBackbone
+from mmmambaout.models.layers import DropPath
 from mmmambaout.ops.selective_scan import selective_scan
 from mmmambaout.registry import register_model
-from .mambaout import DropPath, load_converted_state_dict
 
 ARCH_SETTINGS = {
     'tiny': dict(embed_dims=192, depth=24),
@@ -65,9 +68,6 @@ ARCH_SETTINGS = {
 ARCH_ALIASES = {'t': 'tiny', 's': 'small', 'b': 'base'}
 # shared by every arch (and the defaults of a custom dict)
 ARCH_DEFAULTS = dict(patch_size=16, d_state=16, expand=2, d_conv=4)
-
-#: the released weights live under these Hugging Face repositories
-RELEASE_URL_PREFIX = 'https://huggingface.co/hustvl/Vim-'
 
 
 # -- building blocks ------------------------------------------------------------------
@@ -283,6 +283,7 @@ class Vim(ArchBackbone):
     arch_settings = ARCH_SETTINGS
     arch_aliases = ARCH_ALIASES
     custom_arch_keys = "'embed_dims' and 'depth'"
+    pretrained_missing_ok = r'^(pyramid|out_norms)\.'  # dense heads: not in classifiers
 
     def __init__(self,
                  arch: Union[str, dict] = 'tiny',
@@ -311,12 +312,7 @@ class Vim(ArchBackbone):
             if not isinstance(out_indices, Sequence) or len(out_indices) != 4:
                 raise ValueError('out_indices must be four layer indices (one per pyramid '
                                  f'level), got {out_indices!r}')
-            indices = []
-            for idx in out_indices:
-                if not isinstance(idx, int) or not -depth <= idx < depth:
-                    raise ValueError(f'out_indices entries must be ints in [{-depth}, '
-                                     f'{depth - 1}], got {out_indices!r}')
-                indices.append(idx % depth)
+            indices = self._normalise_out_indices(out_indices, depth)
             if indices != sorted(set(indices)):
                 raise ValueError(f'out_indices must be increasing, got {out_indices!r}')
             self.out_indices = tuple(indices)
@@ -324,10 +320,8 @@ class Vim(ArchBackbone):
         else:
             self.out_indices = (depth - 1, )
             num_built = depth
-        if not -1 <= frozen_stages <= num_built:
-            raise ValueError(f'frozen_stages must be in [-1, {num_built}], got {frozen_stages}')
-        if not 0. <= drop_path_rate < 1.:
-            raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate}')
+        self._check_frozen_stages(frozen_stages, num_built)
+        self._check_drop_path_rate(drop_path_rate)
         self.frozen_stages = frozen_stages
         self.with_cp = with_cp
 
@@ -410,16 +404,15 @@ class Vim(ArchBackbone):
         return tuple(outs)
 
     # -- freezing ---------------------------------------------------------------------
-    def _freeze_stages(self):
-        if self.frozen_stages < 0:
-            return
-        self.patch_embed.eval()
-        params = list(self.patch_embed.parameters()) + [self.cls_token, self.pos_embed]
+    def _frozen_modules(self):
+        if self.frozen_stages >= 0:
+            yield self.patch_embed
         for i in range(self.frozen_stages):
-            self.layers[i].eval()
-            params += list(self.layers[i].parameters())
-        for p in params:
-            p.requires_grad = False
+            yield self.layers[i]
+
+    def _frozen_parameters(self):
+        if self.frozen_stages >= 0:
+            yield from (self.cls_token, self.pos_embed)
 
     # -- initialisation ---------------------------------------------------------------
     def _default_init(self):
@@ -438,7 +431,7 @@ class Vim(ArchBackbone):
             with torch.no_grad():
                 mixer.out_proj.weight /= math.sqrt(self.num_layers)
 
-    def _load_pretrained(self, checkpoint, prefix):
+    def _pretrained_state_dict(self, checkpoint, prefix):
         state_dict, args = load_vim_state_dict(checkpoint, prefix=prefix, return_args=True)
         model_name = getattr(args, 'model', '') or ''
         if 'stride8' in model_name and self.patch_stride != 8:
@@ -459,8 +452,7 @@ class Vim(ArchBackbone):
             print_log(f'Vim: pos_embed resized from {src[0]}x{src[1]} to '
                       f'{self.pos_grid[0]}x{self.pos_grid[1]} (class-token slot kept, '
                       'middle of the sequence)', logger='current', level=logging.INFO)
-        load_converted_state_dict(self, state_dict, checkpoint,
-                                  expected_missing=r'^(pyramid|out_norms)\.')
+        return state_dict
 
     def _not_in_this_model(self, key: str) -> bool:
         if key.startswith('head.'):
@@ -482,49 +474,3 @@ def _square_grid(num_patches: int, source) -> Tuple[int, int]:
         raise ValueError(f'pos_embed of {source!r} has {num_patches} patch slots, not a '
                          'square grid: cannot tell its shape to resize it')
     return side, side
-
-
-# -- checkpoints --------------------------------------------------------------------------
-def load_vim_state_dict(checkpoint, prefix: Optional[str] = None, return_args: bool = False):
-    """Load a Vim checkpoint (official: ``{'model': ..., 'args': Namespace, ...}``; or an
-    mmdet / mmseg / mmpretrain checkpoint of ours) safely and return backbone keys in
-    upstream naming plus ``head.*`` (and the training ``args`` if asked).
-
-    ``prefix`` (e.g. ``'backbone.'``) selects and strips the keys under it. Without one, a
-    wrapping ``module.`` is removed, and a file whose model keys are under ``backbone.``
-    is read as its backbone, with ``head.fc.*`` renamed ``head.*``.
-    """
-    from mmmambaout.checkpoint import extract_state_dict, load_checkpoint_file
-
-    raw = checkpoint if isinstance(checkpoint, dict) else load_checkpoint_file(checkpoint)
-    args = raw.get('args') if isinstance(raw, dict) else None
-    state_dict = extract_state_dict(raw)
-    if prefix:
-        prefix = prefix if prefix.endswith('.') else prefix + '.'
-        selected = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-        if not selected:
-            raise ValueError(f'no key of {checkpoint!r} starts with prefix {prefix!r}; first '
-                             f'keys: {list(state_dict)[:5]}')
-        state_dict = selected
-    else:
-        if state_dict and all(k.startswith('module.') for k in state_dict):
-            state_dict = {k[7:]: v for k, v in state_dict.items()}
-        if any(k.startswith('backbone.') for k in state_dict) and 'pos_embed' not in state_dict:
-            out = {k[9:]: v for k, v in state_dict.items() if k.startswith('backbone.')}
-            out.update({'head.' + k[8:]: v for k, v in state_dict.items()
-                        if k.startswith('head.fc.')})
-            state_dict = out
-    state_dict = {k: v for k, v in state_dict.items() if not k.startswith('rope.')}
-    return (state_dict, args) if return_args else state_dict
-
-
-def to_model_state_dict(state_dict: dict) -> dict:
-    """Upstream keys -> an mmpretrain ``ImageClassifier`` with ``LinearClsHead``:
-    ``backbone.*`` and ``head.fc.*``."""
-    return {('head.fc.' + k[5:] if k.startswith('head.') else 'backbone.' + k): v
-            for k, v in state_dict.items()}
-
-
-# ``load_from=<released Hugging Face URL>`` of a Vim classifier config
-_load_release = register_release_loader(
-    RELEASE_URL_PREFIX, lambda filename: to_model_state_dict(load_vim_state_dict(filename)))

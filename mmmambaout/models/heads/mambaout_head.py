@@ -8,7 +8,7 @@ from mmengine.logging import print_log
 from mmpretrain.models.heads import ClsHead
 from mmpretrain.registry import MODELS
 
-from ..backbones.mambaout import load_converted_state_dict, load_mambaout_state_dict
+from mmmambaout.checkpoint import load_converted_state_dict, load_mambaout_state_dict
 
 
 @MODELS.register_module()

@@ -8,9 +8,8 @@ import pytest
 import torch
 
 import mmmambaout  # noqa: F401  (registers the models)
-from mmmambaout.models.backbones.mambaout import (ARCH_SETTINGS, MambaOut,
-                                                  checkpoint_filter_fn,
-                                                  load_mambaout_state_dict)
+from mmmambaout.checkpoint import checkpoint_filter_fn, load_mambaout_state_dict
+from mmmambaout.models.backbones.mambaout import ARCH_SETTINGS, MambaOut
 from mmmambaout.models.heads import MambaOutClsHead
 
 timm = pytest.importorskip('timm')

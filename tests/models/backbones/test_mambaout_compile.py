@@ -16,7 +16,8 @@ import torch
 from torch._dynamo.utils import counters
 
 import mmmambaout.models.backbones.mambaout as mambaout
-from mmmambaout.models.backbones.mambaout import MambaOut, compiled_blocks_runner
+from mmmambaout.models.backbones.mambaout import MambaOut
+from mmmambaout.models.layers.compiled_blocks import _run_blocks, compiled_blocks_runner
 
 ARCH = dict(depths=[2, 1], dims=[8, 16])
 OUT = (0, 1)
@@ -183,7 +184,7 @@ def test_cuda_graphs_for_training_steps_only(monkeypatch):
 
     def runner(name, mode='default', memory_budget=None):
         modes.append((name, mode, memory_budget))
-        return mambaout._run_blocks
+        return _run_blocks
     monkeypatch.setattr(mambaout, 'compiled_blocks_runner', runner)
     x = torch.randn(1, 3, 32, 32)
     for compile_stages, graph_free in [('reduce-overhead', 'default'),
@@ -202,15 +203,6 @@ def test_cuda_graphs_for_training_steps_only(monkeypatch):
         modes.clear()
         MambaOut(ARCH, out_indices=OUT, compile_stages=compile_stages, frozen_stages=1)(x)
         assert [m for _, m, _ in modes] == [graph_free, mode]
-
-
-def test_cuda_graph_mode_silences_the_per_size_warning(monkeypatch):
-    from torch._inductor import config as inductor_config
-    monkeypatch.setattr(inductor_config.triton, 'cudagraph_dynamic_shape_warn_limit', 8)
-    compiled_blocks_runner('warn_limit_probe')
-    assert inductor_config.triton.cudagraph_dynamic_shape_warn_limit == 8
-    compiled_blocks_runner('warn_limit_probe', 'reduce-overhead')
-    assert inductor_config.triton.cudagraph_dynamic_shape_warn_limit is None
 
 
 def test_compile_mode():

@@ -13,8 +13,9 @@ from mmengine.config import Config
 from mmengine.optim import OptimWrapper
 
 import mmmambaout  # noqa: F401  (mmcv op backend + registrations)
-from mmmambaout.models.backbones.vim import (BiMambaMixer, Vim, _load_release,
-                                             load_vim_state_dict, resize_pos_embed)
+import mmmambaout.checkpoint
+from mmmambaout.checkpoint import VIM_RELEASE_URL_PREFIX, load_vim_state_dict
+from mmmambaout.models.backbones.vim import BiMambaMixer, Vim, resize_pos_embed
 from mmmambaout.utils.synthetic import det_batch, seg_batch
 
 REPO = Path(__file__).resolve().parents[3]
@@ -285,19 +286,23 @@ def test_our_dense_checkpoint_roundtrip(upstream_ckpt):
 
 # -- the classifier config and the release loader ----------------------------------------
 @pytest.mark.parametrize('cfg_name', ['vim_t_in1k.py', 'vim_s_in1k.py'])
-def test_classifier_config_and_release_loader(cfg_name, upstream_ckpt):
+def test_classifier_config_and_release_loader(cfg_name, upstream_ckpt, monkeypatch):
     from mmengine.registry import init_default_scope
+    from mmengine.runner.checkpoint import CheckpointLoader
     from mmpretrain.registry import MODELS
     path, src, state = upstream_ckpt
     cfg = Config.fromfile(str(REPO / 'configs' / cfg_name))
-    assert cfg.load_from.startswith('https://huggingface.co/hustvl/Vim-')
+    assert cfg.load_from.startswith(VIM_RELEASE_URL_PREFIX)
+    real = mmmambaout.checkpoint.load_checkpoint_file  # the URL's file is faked
+    monkeypatch.setattr(mmmambaout.checkpoint, 'load_checkpoint_file', lambda name, *a, **k:
+                        real(str(path) if name == cfg.load_from else name, *a, **k))
     assert [t['type'] for t in cfg.test_pipeline][1:3] == ['ResizeEdge', 'CenterCrop']
     assert cfg.test_pipeline[1]['scale'] == 256 and cfg.test_pipeline[2]['crop_size'] == 224
     init_default_scope('mmpretrain')
     cfg.model.backbone.arch = SMALL
     cfg.model.head.update(in_channels=32, num_classes=10)
     model = MODELS.build(cfg.model).eval()
-    converted = _load_release(str(path))['state_dict']
+    converted = CheckpointLoader.load_checkpoint(cfg.load_from, map_location='cpu')['state_dict']
     model.load_state_dict(converted, strict=True)
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():

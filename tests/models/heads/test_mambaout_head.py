@@ -7,7 +7,8 @@ from mmengine.config import Config
 
 import mmmambaout  # noqa: F401  (registers the models)
 import mmmambaout.checkpoint
-from mmmambaout.models.backbones.mambaout import ARCH_SETTINGS, OFFICIAL_RELEASE_URL
+from mmmambaout.checkpoint import MAMBAOUT_RELEASE_URL
+from mmmambaout.models.backbones.mambaout import ARCH_SETTINGS
 from mmmambaout.models.heads import MambaOutClsHead
 
 timm = pytest.importorskip('timm')
@@ -57,7 +58,7 @@ def test_configs(letter):
     assert cfg.custom_imports == dict(imports=['mmmambaout'], allow_failed_imports=False)
     assert cfg.model.backbone.arch == arch and cfg.model.backbone.norm_out is False
     assert cfg.model.head.in_channels == ARCH_SETTINGS[arch]['dims'][-1]
-    assert cfg.load_from == f'{OFFICIAL_RELEASE_URL}mambaout_{arch}.pth'
+    assert cfg.load_from == f'{MAMBAOUT_RELEASE_URL}mambaout_{arch}.pth'
     resize = cfg.test_dataloader.dataset.pipeline[1]
     assert resize.scale == 224 and resize.interpolation == 'bicubic'  # crop_pct 1.0
     assert cfg.test_dataloader.dataset.data_root == 'data/imagenet'
@@ -71,7 +72,7 @@ def test_classifier_loads_official_release_url(monkeypatch, tmp_path, timm_femto
 
     path = tmp_path / 'mambaout_femto.pth'
     torch.save(femto_official_state_dict, path)
-    url = f'{OFFICIAL_RELEASE_URL}mambaout_femto.pth'
+    url = f'{MAMBAOUT_RELEASE_URL}mambaout_femto.pth'
     real = mmmambaout.checkpoint.load_checkpoint_file
     seen = []
 
@@ -102,7 +103,7 @@ def test_config_runs_test_loop(monkeypatch, tmp_path, timm_femto, femto_official
 
     ckpt = tmp_path / 'mambaout_femto.pth'
     torch.save(femto_official_state_dict, ckpt)
-    url = f'{OFFICIAL_RELEASE_URL}mambaout_femto.pth'
+    url = f'{MAMBAOUT_RELEASE_URL}mambaout_femto.pth'
     real = mmmambaout.checkpoint.load_checkpoint_file
     monkeypatch.setattr(mmmambaout.checkpoint, 'load_checkpoint_file',
                         lambda name, *a, **k: real(ckpt if name == url else name, *a, **k))
