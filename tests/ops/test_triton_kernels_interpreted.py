@@ -43,7 +43,31 @@ def scan_checks():
             softplus = case.get('optional', True)
             check_against_plain(make_inputs(**case), softplus, fn, 1e-5, 1e-5)
         n += len(cases)
-    return n
+    return n + softplus_check()
+
+
+def softplus_check():
+    """The scan's softplus against float64 from -30 to 30: relative 1e-6 (float32), where
+    log(1 + exp(x)) gives 0 from about -17 on."""
+    import triton
+    import triton.language as tl
+
+    from mmmambaout.ops.selective_scan.triton import _softplus
+    globals()['_softplus'] = _softplus   # a jitted kernel resolves names in its globals
+
+    @triton.jit
+    def kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+        offs = tl.arange(0, BLOCK)
+        mask = offs < n
+        tl.store(y_ptr + offs, _softplus(tl.load(x_ptr + offs, mask=mask)), mask=mask)
+
+    x = torch.tensor([-30., -20., -17., -5., -4.6, -1., 0., 1e-3, 1., 4.6, 19.9, 20., 30.])
+    y = torch.empty_like(x)
+    kernel[(1, )](x, y, len(x), BLOCK=16)
+    ref = torch.nn.functional.softplus(x.double())
+    assert ((y.double() - ref).abs() / ref).max() < 1e-6, (y, ref)
+    assert y[1].item() > 0   # softplus(-20) = 2.06e-9, not 0
+    return 1
 
 
 def mixer_checks():

@@ -53,7 +53,13 @@ def _affine_combine(a1, b1, a2, b2):
 
 @triton.jit
 def _softplus(x):
-    return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(x)), x)
+    """log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)), accurate for very negative x too
+    (log(1 + exp(-20)) rounds to 0 in float32; softplus(-20) is 2.06e-9). log1p(e) as
+    log(u) * e / (u - 1) with u = 1 + e rounded (Goldberg): a few ulps for every e."""
+    e = tl.exp(-tl.abs(x))
+    u = 1.0 + e
+    log1p = tl.where(u == 1.0, e, tl.log(u) * (e / (u - 1.0)))
+    return tl.maximum(x, 0.0) + log1p
 
 
 @triton.jit
