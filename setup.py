@@ -79,12 +79,31 @@ class BuildPyWithPth(build_py):
         return outputs + [osp.join(self.build_lib, PTH_NAME)]
 
 
+def _point_top_level_at_checkout(unpacked_wheel):
+    """`mim` (0.3.9: get_installed_path, list, search, download) and mmengine find a
+    package's files at ``os.path.join(<dist>.location, <first line of top_level.txt>)``
+    (``pkg_resources``). An editable install (PEP 660) puts the dist-info into
+    site-packages, so that is the location, and site-packages/mmmambaout does not exist:
+    the package lives in the checkout. An absolute first line wins in ``os.path.join``, so
+    the editable wheel's top_level.txt starts with the checkout's package directory (which
+    holds .mim/, linked above); the plain names follow, for everything else that reads it.
+    Wheels keep the standard file (their package is in site-packages, .mim copied in)."""
+    dist_info = [name for name in os.listdir(unpacked_wheel) if name.endswith('.dist-info')]
+    path = osp.join(unpacked_wheel, dist_info[0], 'top_level.txt')
+    with open(path) as f:
+        names = [line.strip() for line in f if line.strip()]
+    with open(path, 'w') as f:
+        f.write('\n'.join([osp.join(HERE, 'mmmambaout')] + names) + '\n')
+
+
 class EditableWheelWithPth(editable_wheel):
-    """Editable installs (pip install -e): the same .pth file in the editable wheel."""
+    """Editable installs (pip install -e): the same .pth file in the editable wheel, and a
+    top_level.txt through which `mim` finds the checkout (see above)."""
 
     def _run_build_commands(self, dist_name, unpacked_wheel, build_lib, tmp_dir):
         result = super()._run_build_commands(dist_name, unpacked_wheel, build_lib, tmp_dir)
         _write_pth(unpacked_wheel)
+        _point_top_level_at_checkout(unpacked_wheel)
         return result
 
 
@@ -113,7 +132,7 @@ setup(
         'numpy',
         # the releases our components subclass and the tests run on; mmmambaout/compat/
         # names the exact versions each of its patches was written for
-        'mmengine>=0.10.4,<0.11',
+        'mmengine>=0.10.7,<0.11',
         'mmdet>=3.3.0,<3.4',
         'mmsegmentation>=1.2.2,<1.3',
         'mmpretrain>=1.2.0,<1.3',
