@@ -1,4 +1,17 @@
 _base_ = 'mmdet::_base_/default_runtime.py'
 custom_imports = dict(imports=['mmmambaout'], allow_failed_imports=False)
-# checkpoints are written atomically, so a killed run can always --resume
-default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook', interval=1))
+# the environment report and the config go to the log file only, not to the terminal
+runner_type = 'LogFileConfigRunner'
+default_hooks = dict(
+    # checkpoints are written atomically, so a killed run can always --resume; the best
+    # one by box mAP is kept too (best_coco_bbox_mAP_epoch_N.pth), also written atomically
+    checkpoint=dict(type='AtomicCheckpointHook', interval=1, save_best='coco/bbox_mAP',
+                    rule='greater'),
+    # SIGTERM (slurm's notice before preemption) saves a checkpoint at the next iteration
+    # boundary and exits; --resume then continues at exactly that iteration
+    preemption=dict(type='PreemptionCheckpointHook'))
+# TensorBoard (needs the tensorboard package), next to the json logs under
+# <work_dir>/<timestamp>/vis_data: uncomment, or add to the command line
+#   --cfg-options "visualizer.vis_backends=[dict(type='LocalVisBackend'),dict(type='TensorboardVisBackend')]"
+# vis_backends = [dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')]
+# visualizer = dict(vis_backends=vis_backends)

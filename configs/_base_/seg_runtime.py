@@ -1,2 +1,11 @@
 _base_ = 'mmseg::_base_/default_runtime.py'
 custom_imports = dict(imports=['mmmambaout'], allow_failed_imports=False)
+# the environment report and the config go to the log file only, not to the terminal
+runner_type = 'LogFileConfigRunner'
+# (mmseg keeps default_hooks in its schedules: the checkpoint and preemption hooks are in
+# ./schedules/adamw_160k_amp.py)
+# TensorBoard (needs the tensorboard package), next to the json logs under
+# <work_dir>/<timestamp>/vis_data: uncomment, or add to the command line
+#   --cfg-options "visualizer.vis_backends=[dict(type='LocalVisBackend'),dict(type='TensorboardVisBackend')]"
+# vis_backends = [dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')]
+# visualizer = dict(vis_backends=vis_backends)

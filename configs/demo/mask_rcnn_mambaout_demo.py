@@ -57,8 +57,16 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[3], gamma=0.1),
 ]
-# from scratch, a short schedule needs a larger step than fine-tuning from ImageNet
-optim_wrapper = dict(optimizer=dict(lr=1e-3))
+# fp32 (a CPU demo; the base trains with CUDA mixed precision), and from scratch a short
+# schedule needs a larger step than fine-tuning from ImageNet
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    constructor='MergedParamGroupsOptimWrapperConstructor',
+    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05),
+    paramwise_cfg=dict(norm_decay_mult=0., bias_decay_mult=0., custom_keys={'norm': dict(decay_mult=0.)}))
+# one seed: the demo's numbers are the same run after run (on the same machine)
+randomness = dict(seed=0)
 default_hooks = dict(
     logger=dict(interval=10),
-    checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
+    checkpoint=dict(interval=1, max_keep_ckpts=2))  # every epoch, the last two kept

@@ -51,8 +51,14 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=30, end=max_iters, by_epoch=False),
 ]
-# from scratch, a short schedule needs a larger step than fine-tuning from ImageNet
-optim_wrapper = dict(optimizer=dict(lr=1e-3))
+# fp32 (a CPU demo; the base trains with CUDA mixed precision), and from scratch a short
+# schedule needs a larger step than fine-tuning from ImageNet
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    constructor='MergedParamGroupsOptimWrapperConstructor',
+    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.01),
+    paramwise_cfg=dict(norm_decay_mult=0., bias_decay_mult=0., custom_keys={'norm': dict(decay_mult=0.)}))
 default_hooks = dict(
     logger=dict(interval=10),
-    checkpoint=dict(interval=max_iters, max_keep_ckpts=1))
+    checkpoint=dict(interval=100, max_keep_ckpts=2))  # every 100 iterations, the last two kept

@@ -14,5 +14,11 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=160000, by_epoch=False),
 ]
 auto_scale_lr = dict(enable=False, base_batch_size=16)
-# checkpoints are written atomically, so a killed run can always --resume
-default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook', by_epoch=False, interval=16000))
+# checkpoints are written atomically, so a killed run can always --resume; the best one by
+# mIoU is kept too (best_mIoU_iter_N.pth), also written atomically
+default_hooks = dict(
+    checkpoint=dict(type='AtomicCheckpointHook', by_epoch=False, interval=16000,
+                    save_best='mIoU', rule='greater'),
+    # SIGTERM (slurm's notice before preemption) saves a checkpoint at the next iteration
+    # boundary and exits; --resume then continues at exactly that iteration
+    preemption=dict(type='PreemptionCheckpointHook'))
