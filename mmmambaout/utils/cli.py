@@ -111,10 +111,20 @@ def enable_auto_scale_lr(cfg):
 
 
 def set_resume(cfg, resume):
-    """``--resume`` alone: latest checkpoint in work_dir; ``--resume CKPT``: that one."""
+    """``--resume`` alone: latest checkpoint in work_dir (``<work_dir>/last_checkpoint``),
+    or, with none there, a fresh start said in one line; ``--resume CKPT``: that one."""
     if resume == 'auto':
+        pointer = osp.join(cfg.work_dir, 'last_checkpoint')
+        latest = open(pointer).read().strip() if osp.isfile(pointer) else ''
+        if not latest:
+            print(f'--resume: no checkpoint to resume in {cfg.work_dir} (no last_checkpoint '
+                  'there): starting from scratch', flush=True)
+            cfg.resume = False
+            return
+        if not osp.isfile(latest):
+            raise FileNotFoundError(f'--resume: {pointer} names {latest}, which does not exist')
         cfg.resume = True
-        cfg.load_from = None
+        cfg.load_from = latest
     elif resume is not None:
         if not osp.isfile(resume):
             raise FileNotFoundError(f'--resume: checkpoint not found: {resume}')
