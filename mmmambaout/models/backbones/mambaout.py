@@ -28,12 +28,13 @@ from typing import Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.model.weight_init import trunc_normal_
 
 from mmmambaout.checkpoint import load_mambaout_state_dict
 from mmmambaout.models.backbones.base import ArchBackbone
-from mmmambaout.models.layers import (COMPILE_MODES, GRAPH_FREE_MODES, DropPath,
+from mmmambaout.models.layers import (COMPILE_MODES, GRAPH_FREE_MODES, DropPath, TokenSSM,
                                       compiled_blocks_runner)
 from mmmambaout.ops.gated_conv_mixer import gated_conv_mixer
 from mmmambaout.registry import register_model
@@ -46,6 +47,9 @@ ARCH_SETTINGS = {
     'base': dict(depths=(3, 4, 27, 3), dims=(128, 256, 512, 768)),
 }
 ARCH_ALIASES = {'f': 'femto', 'k': 'kobe', 't': 'tiny', 's': 'small', 'b': 'base'}
+# token mixer per stage: MambaOut's Gated CNN, or the same block with a selective scan
+# after its convolution (a Mamba block; MambaOut paper Fig. 1), scanned both ways or causally
+TOKEN_MIXERS = {'gated_cnn': None, 'bi_ssm': True, 'causal_ssm': False}
 
 
 def _layer_norm(dim):
@@ -102,6 +106,11 @@ class GatedCNNBlock(nn.Module):
     ``fused`` is on, the composite PyTorch ops otherwise (same math). Under
     ``torch.compile`` it is always the composite ops, which inductor fuses itself (the
     fused op is an ``autograd.Function`` around Triton kernels it would not see into).
+
+    With ``ssm`` (``'bi_ssm'`` or ``'causal_ssm'``) it is the Mamba block of the paper's
+    Fig. 1 on the same skeleton: ``c`` goes through the convolution, SiLU and a selective
+    scan over the stage's tokens (:class:`~mmmambaout.models.layers.TokenSSM`) before the
+    gate: ``out = fc2(GELU(g) * cat(i, SSM(SiLU(dwconv7x7(c)))))``; composite ops.
     """
 
     def __init__(self,
@@ -110,7 +119,8 @@ class GatedCNNBlock(nn.Module):
                  kernel_size: int = 7,
                  conv_ratio: float = 1.0,
                  drop_path: float = 0.,
-                 fused: bool = True):
+                 fused: bool = True,
+                 mixer: str = 'gated_cnn'):
         super().__init__()
         self.hidden = int(expansion_ratio * dim)
         conv_channels = int(conv_ratio * dim)
@@ -122,14 +132,23 @@ class GatedCNNBlock(nn.Module):
             kernel_size,
             padding=kernel_size // 2,
             groups=conv_channels)
+        if TOKEN_MIXERS[mixer] is not None:
+            self.ssm = TokenSSM(conv_channels, bidirectional=TOKEN_MIXERS[mixer])
         self.fc2 = nn.Linear(self.hidden, dim)
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
         self.fused = fused
 
     def forward(self, x):
-        fused = self.fused and not torch.compiler.is_compiling()
-        mix = gated_conv_mixer(self.fc1(self.norm(x)), self.conv.weight, self.conv.bias,
-                               self.hidden, backend='auto' if fused else 'reference')
+        y = self.fc1(self.norm(x))
+        if hasattr(self, 'ssm'):
+            nc = self.conv.in_channels
+            g, i, c = torch.split(y, [self.hidden, self.hidden - nc, nc], dim=-1)
+            c = self.ssm(F.silu(_to_nhwc(self.conv(_to_nchw(c)))))
+            mix = F.gelu(g) * torch.cat((i, c), dim=-1)
+        else:
+            fused = self.fused and not torch.compiler.is_compiling()
+            mix = gated_conv_mixer(y, self.conv.weight, self.conv.bias, self.hidden,
+                                   backend='auto' if fused else 'reference')
         return x + self.drop_path(self.fc2(mix))
 
 
@@ -147,11 +166,12 @@ class MambaOutStage(nn.Module):
     """
 
     def __init__(self, in_channels, out_channels, depth, drop_path_rates, downsample,
-                 fused=True):
+                 fused=True, mixer='gated_cnn'):
         super().__init__()
         self.downsample = Downsample(in_channels, out_channels) if downsample else nn.Identity()
+        self.mixer = mixer
         self.blocks = nn.Sequential(*[
-            GatedCNNBlock(out_channels, drop_path=drop_path_rates[j], fused=fused)
+            GatedCNNBlock(out_channels, drop_path=drop_path_rates[j], fused=fused, mixer=mixer)
             for j in range(depth)
         ])
         self.with_cp = False
@@ -207,6 +227,15 @@ class MambaOut(ArchBackbone):
             concatenation) as one fused op with Triton kernels on CUDA
             (:mod:`mmmambaout.ops.gated_conv_mixer`); ``False`` uses the composite
             PyTorch ops. Same math either way; CPU always uses the composite ops.
+        token_mixers (Sequence[str], optional): per stage, ``'gated_cnn'`` (MambaOut's
+            block) or a Mamba block on the same skeleton (see :class:`GatedCNNBlock`):
+            ``'bi_ssm'`` (forward and backward scans over the stage's tokens, each with
+            its own parameters, as Vim) or ``'causal_ssm'`` (forward only). Everything
+            else (stem, downsampling, norms, drop path, ``frozen_stages``, ``with_cp``)
+            is the same; Gated CNN stages load the official weights, the SSM parameters
+            start from Mamba's initialisation, and only Gated CNN stages are compiled.
+            ``tools/analysis/sequence_length.py`` shows where L exceeds 6D.
+            Defaults to all ``'gated_cnn'``.
         compile_stages (bool | str | None): run each stage's blocks through
             ``torch.compile`` (inductor; one compiled function per stage, see
             :func:`compiled_blocks_runner`; stem, downsampling and output norms stay
@@ -239,7 +268,8 @@ class MambaOut(ArchBackbone):
     arch_settings = ARCH_SETTINGS
     arch_aliases = ARCH_ALIASES
     custom_arch_keys = "'depths' and 'dims'"
-    pretrained_missing_ok = r'^norm\d+\.'  # dense output norms: not in classifiers
+    # dense output norms (not in classifiers) and SSM mixers (not in MambaOut's weights)
+    pretrained_missing_ok = r'^(norm\d+\.|stages\.\d+\.blocks\.\d+\.ssm\.)'
 
     def __init__(self,
                  arch: Union[str, dict] = 'tiny',
@@ -250,6 +280,7 @@ class MambaOut(ArchBackbone):
                  drop_path_rate: float = 0.,
                  with_cp: Union[bool, Sequence[int]] = False,
                  fused_mixer: bool = True,
+                 token_mixers: Optional[Sequence[str]] = None,
                  compile_stages: Union[bool, str, None] = None,
                  compile_memory_budget: Optional[float] = None,
                  init_cfg: Optional[dict] = None):
@@ -283,6 +314,11 @@ class MambaOut(ArchBackbone):
                              f'[{-num_stages}, {num_stages - 1}], got {with_cp!r}')
         self.with_cp = with_cp
         self.fused_mixer = fused_mixer
+        token_mixers = tuple(token_mixers or ('gated_cnn', ) * num_stages)
+        if len(token_mixers) != num_stages or not set(token_mixers) <= set(TOKEN_MIXERS):
+            raise ValueError(f'token_mixers must name one of {tuple(TOKEN_MIXERS)} for each '
+                             f'of the {num_stages} stages, got {token_mixers!r}')
+        self.token_mixers = token_mixers
         self.compile_stages, self.compile_memory_budget = None, None
 
         self.stem = Stem(in_channels, dims[0])
@@ -292,7 +328,7 @@ class MambaOut(ArchBackbone):
             start = sum(depths[:i])
             stage = MambaOutStage(dims[i - 1] if i else dims[0], dims[i], depths[i],
                                   rates[start:start + depths[i]], downsample=i > 0,
-                                  fused=fused_mixer)
+                                  fused=fused_mixer, mixer=token_mixers[i])
             stage.with_cp = i in cp_stages
             self.stages.append(stage)
         if norm_out:
@@ -325,7 +361,9 @@ class MambaOut(ArchBackbone):
                              f'compile_stages={mode!r}')
         self.compile_stages, self.compile_memory_budget = mode, memory_budget
         for i, stage in enumerate(self.stages):
-            stage.compile_name = f'mambaout_stage{i}' if mode else None
+            # SSM stages stay eager: the scan is an autograd.Function around Triton kernels
+            compiled = mode and stage.mixer == 'gated_cnn'
+            stage.compile_name = f'mambaout_stage{i}' if compiled else None
             stage.compile_mode = mode if isinstance(mode, str) else 'default'
             stage.compile_memory_budget = memory_budget
 
@@ -364,8 +402,13 @@ class MambaOut(ArchBackbone):
 
     # -- initialisation ---------------------------------------------------------------
     def _init_from_scratch(self):
-        # Official init: truncated normal std 0.02 for Linear / Conv weights, zero bias.
+        # Official init: truncated normal std 0.02 for Linear / Conv weights, zero bias;
+        # the SSM mixers keep Mamba's (TokenSSM.reset_parameters)
+        ssm_modules = {id(m) for ssm in self.modules() if isinstance(ssm, TokenSSM)
+                       for m in ssm.modules()}
         for m in self.modules():
+            if id(m) in ssm_modules:
+                continue
             if isinstance(m, (nn.Linear, nn.Conv2d)):
                 trunc_normal_(m.weight, std=.02)
                 if m.bias is not None:
