@@ -69,7 +69,7 @@ def load_checkpoint_file(path, map_location='cpu'):
             f'({", ".join(c.__module__ + "." + c.__qualname__ for c in RELEASED_CHECKPOINT_GLOBALS)}), '
             'which could run arbitrary code. If you trust the file, re-save its state '
             'dict with `torch.save(obj["state_dict"], new_path)` in a trusted session, '
-            f'or convert it to .safetensors. Details: {err}') from err
+            f'or convert it to .safetensors. {_refused_global_detail(err)}') from err
     except (PermissionError, FileNotFoundError):
         raise
     except (RuntimeError, EOFError, OSError) as err:  # OSError: seek past a truncated end
@@ -298,3 +298,11 @@ def register_release_loaders():
     for prefix, load in RELEASE_LOADERS.items():
         CheckpointLoader.register_scheme(prefix, load)
     _release_loaders_registered = True
+
+
+def _refused_global_detail(err):
+    """What a refused ``torch.load(weights_only=True)`` asked for, without torch's advice
+    (which suggests turning weights_only off)."""
+    from .utils.checkpoint_check import refused_global
+    name = refused_global(err)
+    return f'It asks for {name}.' if name else ''

@@ -281,4 +281,4 @@ def test_cli(server, cache):
     assert out.stdout.strip() == str(cache / 'd' / 'cli.pth')
     bad = subprocess.run([sys.executable, tool, f'{server.url}/files/nothere.pth', '--quiet'],
                          capture_output=True, text=True)
-    assert bad.returncode == 1 and 'HTTP 404' in bad.stderr and 'Traceback' not in bad.stderr
+    assert bad.returncode == 2 and 'HTTP 404' in bad.stderr and 'Traceback' not in bad.stderr

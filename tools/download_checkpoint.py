@@ -27,7 +27,21 @@ def _load_zoo():
     return module
 
 
+def _cli_base():
+    """mmmambaout.utils.cli_base (run_cli, UserError), also without the package's __init__."""
+    import importlib.util
+    name = 'mmmambaout.utils.cli_base'
+    if name not in sys.modules:
+        path = os.path.join(os.path.dirname(_ZOO_PATH), 'utils', 'cli_base.py')
+        spec = importlib.util.spec_from_file_location(name, path)
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
 zoo = _load_zoo()
+_ZOO_PATH = zoo.__file__
+cli_base = _cli_base()
 
 
 def main(argv=None):
@@ -37,6 +51,7 @@ def main(argv=None):
     parser.add_argument('--sha256', help='expected SHA-256 (hex); overrides the index')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     parser.add_argument('--list', action='store_true', help='list the model zoo and exit')
+    cli_base.add_debug_arg(parser)
     args = parser.parse_args(argv)
     if args.list:
         for entry in zoo.load_model_index().values():
@@ -49,11 +64,10 @@ def main(argv=None):
                                       progress=False if args.quiet else None)
     except (OSError, KeyError, ValueError, RuntimeError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f'error: {msg}', file=sys.stderr)
-        return 1
+        raise cli_base.UserError(str(msg)) from err
     print(path)
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(cli_base.run_cli(main))

@@ -5,9 +5,22 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-import mmmambaout  # noqa: E402,F401  (mmcv op backend before any mmdet / mmseg import)
-from mmmambaout.utils import cli  # noqa: E402
-from mmmambaout.utils.dataset_check import check_dataset_paths  # noqa: E402
+
+def _cli_base():
+    """mmmambaout.utils.cli_base (standard library only) without the package's __init__
+    (torch, mmcv, OpenMMLab: seconds), so that argument errors are reported at once."""
+    import importlib.util
+    name = 'mmmambaout.utils.cli_base'
+    if name not in sys.modules:
+        pkg_dir = importlib.util.find_spec('mmmambaout').submodule_search_locations[0]
+        spec = importlib.util.spec_from_file_location(name, osp.join(pkg_dir, 'utils',
+                                                                     'cli_base.py'))
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+cli_base = _cli_base()
 
 
 def parse_args(argv=None):
@@ -20,25 +33,36 @@ def parse_args(argv=None):
     parser.add_argument('--show-dir', help='folder where painted images are saved')
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument('--tta', action='store_true', help='test time augmentation')
-    cli.add_common_args(parser)
+    cli_base.add_common_args(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = cli.load_config(args)
-    cli.distribute_on_cpu_without_gpu(cfg)
-    if not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
+    # user errors first, before torch and OpenMMLab are imported (a second, not ten)
+    cli_base.check_config_path(args.config)
+    if '://' not in args.checkpoint:  # URLs: mmengine's CheckpointLoader downloads them
+        cli_base.check_checkpoint_path(args.checkpoint, 'CHECKPOINT',
+                                       cli_base.LOAD_FROM_FIXES['CHECKPOINT'])
+    cfg = cli_base.load_config(args)
     cfg.load_from = args.checkpoint
+    dataset_check = cli_base.light_module('mmmambaout.utils.dataset_check')
+    dataset_check.check_dataset_paths(cfg, loaders=('test_dataloader', ))
+
+    import mmmambaout  # noqa: F401  (mmcv op backend, compat, registries)
+    from mmmambaout.utils import cli
+    cli.finish_config(cfg, args)
+    cli.distribute_on_cpu_without_gpu(cfg)
     cli.set_test_outputs(cfg, out=args.out, show_dir=args.show_dir, show=args.show,
                          wait_time=args.wait_time)
     if args.tta:
         if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
-            raise RuntimeError('--tta needs `tta_model` and `tta_pipeline` in the config')
+            raise cli.UserError('--tta needs `tta_model` and `tta_pipeline` in the config')
         cfg.model = dict(**cfg.tta_model, module=cfg.model)
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
-    check_dataset_paths(cfg, loaders=('test_dataloader', ))
+    # config errors before anything is built or printed (testing runs no init_weights)
+    cli.check_archs(cfg)
+    cli.check_checkpoints(cfg, load_from_what='CHECKPOINT', init_cfgs=False)
 
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
@@ -48,4 +72,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(cli_base.run_cli(main))

@@ -6,9 +6,24 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-import mmmambaout  # noqa: E402,F401  (mmcv op backend before any mmdet / mmseg import)
-from mmmambaout.utils import cli  # noqa: E402
-from mmmambaout.utils.dataset_check import check_dataset_paths  # noqa: E402
+
+def _cli_base():
+    """mmmambaout.utils.cli_base (standard library only) without the package's __init__
+    (torch, mmcv, OpenMMLab: seconds), so that argument errors are reported at once."""
+    import importlib.util
+    name = 'mmmambaout.utils.cli_base'
+    if name not in sys.modules:
+        pkg_dir = importlib.util.find_spec('mmmambaout').submodule_search_locations[0]
+        spec = importlib.util.spec_from_file_location(name, osp.join(pkg_dir, 'utils',
+                                                                     'cli_base.py'))
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+cli_base = _cli_base()
+# what the Ctrl-C summary needs: the arguments, the config, the runner once built
+_run = {}
 
 
 def parse_args(argv=None):
@@ -20,13 +35,29 @@ def parse_args(argv=None):
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from CKPT, or, with no value, from the latest checkpoint '
                         'in the work dir')
-    cli.add_common_args(parser)
+    cli_base.add_common_args(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    cfg = cli.load_config(args)
+    _run.update(argv=argv, args=args)
+    # user errors first, before torch and OpenMMLab are imported (a second, not ten)
+    cli_base.check_config_path(args.config)
+    if args.resume not in (None, 'auto'):
+        cli_base.check_checkpoint_path(args.resume, '--resume',
+                                       cli_base.LOAD_FROM_FIXES['--resume'])
+    cfg = cli_base.load_config(args)
+    _run['cfg'] = cfg
+    # --resume replaces load_from (cli.set_resume): by its checkpoint, checked above, or
+    # by the work dir's latest
+    cli_base.check_config_checkpoints(cfg, load_from_what=None if args.resume else 'load_from')
+    cli_base.light_module('mmmambaout.utils.dataset_check').check_dataset_paths(cfg)
+
+    import mmmambaout  # noqa: F401  (mmcv op backend, compat, registries)
+    from mmmambaout.utils import cli
+    cli.finish_config(cfg, args)
     cli.distribute_on_cpu_without_gpu(cfg)
     if args.amp:
         cli.use_amp(cfg)
@@ -34,14 +65,41 @@ def main(argv=None):
     if args.auto_scale_lr:
         cli.enable_auto_scale_lr(cfg)
     cli.set_resume(cfg, args.resume)
-    check_dataset_paths(cfg)
+    # config errors that need the registries, before anything is built, printed or written
+    cli.check_archs(cfg)
+    cli.check_checkpoints(cfg, load_from_what={None: 'load_from', 'auto': '--resume (the '
+                                               'latest checkpoint in the work dir)'}.get(
+                                                   args.resume, '--resume'))
 
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    _run['runner'] = runner
     runner.train()
     return runner
 
 
+def interrupted():
+    """The one line printed on Ctrl-C: where training stopped, the last complete
+    checkpoint, the command that resumes. Only rank 0 prints it."""
+    import os
+    if os.environ.get('RANK', '0') != '0':
+        return False
+    args = _run.get('args')
+    if args is None:
+        return 'interrupted'
+    cfg = _run.get('cfg')
+    work_dir = cfg.work_dir if cfg is not None else args.work_dir or osp.join(
+        'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    runner = _run.get('runner')
+    if runner is not None:
+        from mmmambaout.utils.cli import training_progress
+        progress = training_progress(runner)
+    else:
+        progress = 'before training started'
+    return cli_base.training_interrupted_message(
+        progress, work_dir, cli_base.resume_command(_run['argv'], work_dir))
+
+
 if __name__ == '__main__':
-    main()
+    sys.exit(cli_base.run_cli(main, on_interrupt=interrupted))

@@ -4,45 +4,32 @@ One entry point serves detection, segmentation and classification configs: the
 config's ``default_scope`` (mmdet, mmseg, mmpretrain) picks the few behaviours that
 differ between the upstream tools (how ``--out`` and ``--show-dir`` are wired).
 """
-import os
 import os.path as osp
 import warnings
 
-from mmengine.config import Config, DictAction
-
-SUPPORTED_SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
-
-
-def add_common_args(parser):
-    parser.add_argument('--work-dir', help='the dir to save logs and models')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override settings in the config, key=value pairs, e.g. '
-        'train_dataloader.dataset.data_root=/data/coco/ or key="[a,b]"')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-                        help='job launcher')
-    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+from . import cli_base
+# the tools' first steps (standard library and mmengine.config only) live in cli_base
+from .cli_base import (SUPPORTED_SCOPES, UserError, add_common_args,  # noqa: F401
+                       check_config_path, config_nodes, run_cli)
 
 
 def load_config(args):
-    if not osp.isfile(args.config):
-        raise FileNotFoundError(f'config file not found: {args.config}')
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    scope = cfg.get('default_scope')
-    if scope not in SUPPORTED_SCOPES:
-        raise ValueError(f'{args.config}: default_scope must be one of {SUPPORTED_SCOPES}, '
-                         f'got {scope!r}')
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    """The config with ``--cfg-options`` applied and checked (:func:`cli_base.load_config`,
+    then what needs the registries: ``custom_imports`` and the argument names of
+    :func:`check_new_cfg_keys`)."""
+    cfg = cli_base.load_config(args)
+    finish_config(cfg, args)
     return cfg
+
+
+def finish_config(cfg, args):
+    """The part of :func:`load_config` that needs OpenMMLab's registries, for a config
+    that :func:`cli_base.load_config` read: run ``custom_imports``, check the new
+    ``--cfg-options`` keys against the class signatures."""
+    from mmengine.utils import import_modules_from_strings
+    if cfg.get('custom_imports'):
+        import_modules_from_strings(**cfg['custom_imports'])
+    check_new_cfg_keys(cfg, getattr(args, 'new_cfg_keys', ()))
 
 
 def use_amp(cfg):
@@ -172,3 +159,177 @@ def disable_pretrained(model_cfg):
             node['init_cfg'] = None
         if 'pretrained' in node:
             node['pretrained'] = None
+
+
+# -- user errors in the config that need the registries, found before anything is built --
+
+
+def check_new_cfg_keys(cfg, new_keys):
+    """Rule 3 of :func:`cli_base.check_cfg_options`: a ``--cfg-options`` key that the
+    config did not have, set under a dict whose ``type`` is a registered class, must be
+    an argument of that class: a parameter of its ``__init__``, or of a base class's
+    ``__init__`` that it reaches through ``**kwargs`` (e.g. ``model.backbone.with_cp=True``
+    is one; ``model.backbone.drop_path_rat=0.1`` is not). When the class cannot be told
+    (no ``type``, a name registered as different objects, a signature that cannot be
+    read, ``**kwargs`` of a function) the key is accepted.
+
+    Args:
+        new_keys: ``[(key, parent key path)]`` from :func:`cli_base.check_cfg_options`.
+    """
+    scope = cfg.get('default_scope')
+    for key, parent_path in new_keys:
+        node = cli_base.get_key_path(cfg, parent_path)
+        if not isinstance(node, dict):
+            continue
+        leaf = key.rsplit('.', 1)[-1]
+        obj = registered_type(node.get('type'), scope)
+        if obj is None or _init_accepts(obj, leaf) is not False:
+            continue
+        name = getattr(obj, '__name__', str(node.get('type')))
+        params = sorted(_init_parameters(obj))
+        candidates = [f'{parent_path}.{p}' for p in params] + cli_base.config_keys(cfg)
+        raise UserError(cli_base.unknown_key_message(
+            key, f'{name} ({parent_path}.type) has no argument {leaf!r}; its arguments: '
+            f'{", ".join(params)}', None, candidates))
+
+
+def registered_type(type_, scope):
+    """The class (or function) a config ``type`` names in ``scope``'s registries, or None
+    when it is not registered or names different objects in different registries."""
+    import importlib
+    if type_ is None:
+        return None
+    if not isinstance(type_, str):
+        return type_ if callable(type_) else None
+    from mmengine.registry import Registry
+    try:
+        module = importlib.import_module(f'{scope}.registry')
+    except ImportError:
+        return None
+    found = []
+    for registry in vars(module).values():
+        if not isinstance(registry, Registry):
+            continue
+        try:
+            obj = registry.get(type_)
+        except Exception:  # a registry whose lazy imports fail: not ours to report here
+            obj = None
+        if obj is not None and not any(obj is f for f in found):
+            found.append(obj)
+    return found[0] if len(found) == 1 else None
+
+
+def _init_signatures(obj):
+    """Signatures of ``obj``'s ``__init__`` and of the base ``__init__``s it reaches
+    through ``**kwargs``; ends with None when a signature cannot be read."""
+    import inspect
+    if not inspect.isclass(obj):
+        try:
+            yield inspect.signature(obj)
+        except (TypeError, ValueError):
+            yield None
+        return
+    for klass in obj.__mro__:
+        init = vars(klass).get('__init__')
+        if init is None:
+            continue
+        if klass is object:
+            return
+        try:
+            sig = inspect.signature(init)
+        except (TypeError, ValueError):
+            yield None
+            return
+        yield sig
+        if not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+            return
+
+
+def _init_parameters(obj):
+    names = set()
+    for sig in _init_signatures(obj):
+        if sig is not None:
+            names |= {n for n, p in sig.parameters.items()
+                      if n != 'self' and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    return names
+
+
+def _init_accepts(obj, name):
+    """True / False, or None when it cannot be told."""
+    import inspect
+    sig = None
+    for sig in _init_signatures(obj):
+        if sig is None:
+            return None
+        if name in sig.parameters:
+            return True
+    if not inspect.isclass(obj) and sig is not None and any(
+            p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return None  # a function's **kwargs go where we cannot follow
+    return False
+
+
+def check_archs(cfg):
+    """Raise :class:`UserError` if a MambaOut / Vim ``arch`` in ``cfg.model`` is unknown
+    (the backbone's own message: the valid archs), before any model is built."""
+    from mmmambaout.models.backbones.base import ArchBackbone
+    scope = cfg.get('default_scope')
+    for path, node in config_nodes(cfg.get('model'), 'model'):
+        if 'arch' not in node or 'type' not in node:
+            continue
+        cls = registered_type(node['type'], scope)
+        if not (isinstance(cls, type) and issubclass(cls, ArchBackbone)):
+            continue
+        try:
+            cls._parse_arch(node['arch'])
+        except (ValueError, TypeError) as err:
+            first = next(iter(cls.arch_settings), 'tiny')
+            raise UserError(f'{path}.arch: {err}. Fix it in the config, or e.g. '
+                            f'--cfg-options {path}.arch={first}') from None
+
+
+def check_checkpoints(cfg, load_from_what='load_from', init_cfgs=True):
+    """Load, as the run will but with the tensors memory-mapped, every checkpoint file it
+    will read: ``cfg.load_from`` (named ``load_from_what`` in messages) and, with
+    ``init_cfgs``, each ``init_cfg=dict(type='Pretrained', checkpoint=FILE)`` under
+    ``cfg.model``. A damaged file, or one that needs code to be unpickled, raises
+    :class:`UserError` before anything is built. :func:`cli_base.check_config_checkpoints`
+    has already refused missing files and files that are not checkpoints."""
+    from mmmambaout.checkpoint import RELEASED_CHECKPOINT_GLOBALS
+    from mmmambaout.compat.mmengine_checkpoint import mmengine_checkpoint_globals
+    from mmmambaout.models.backbones.base import ArchBackbone
+
+    from .checkpoint_check import check_checkpoint_loads
+    load_from = cfg.get('load_from')
+    if load_from and osp.isfile(osp.expanduser(str(load_from))):
+        check_checkpoint_loads(osp.expanduser(str(load_from)), load_from_what,
+                               allowed_globals=mmengine_checkpoint_globals())
+    if not init_cfgs:
+        return
+    scope = cfg.get('default_scope')
+    for key, node, init in cli_base.pretrained_init_cfgs(cfg):
+        spec = osp.expanduser(str(init['checkpoint']))
+        if not osp.isfile(spec):
+            continue  # a URL or a zoo name: downloaded (and checked) when used
+        cls = registered_type(node.get('type'), scope)
+        ours = isinstance(cls, type) and issubclass(cls, ArchBackbone)
+        # our backbones read it with load_checkpoint_file, others with mmengine's loader
+        check_checkpoint_loads(spec, f'{key}.checkpoint', allowed_globals=(
+            RELEASED_CHECKPOINT_GLOBALS if ours else mmengine_checkpoint_globals()))
+
+
+def training_progress(runner):
+    """Where a (possibly interrupted) training run is: 'in epoch 3/12 after 2401
+    iterations', 'after iteration 2400/160000' or 'before training started'."""
+    from mmengine.runner import BaseLoop, IterBasedTrainLoop
+    loop = getattr(runner, '_train_loop', None) if runner is not None else None
+    if not isinstance(loop, BaseLoop):
+        return 'before training started'
+    it = getattr(loop, '_iter', None)
+    max_epochs = getattr(loop, '_max_epochs', None)
+    if (not isinstance(loop, IterBasedTrainLoop) and max_epochs is not None
+            and getattr(loop, '_epoch', None) is not None):
+        return (f'in epoch {min(loop._epoch + 1, max_epochs)}/{max_epochs} '
+                f'after {it} iterations')
+    max_iters = getattr(loop, '_max_iters', None)
+    return f'after iteration {it}/{max_iters}' if max_iters else f'after iteration {it}'

@@ -10,9 +10,12 @@ import os.path as osp
 
 from mmengine.config import Config
 
+from .cli_base import UserError
 
-class DatasetNotFoundError(FileNotFoundError):
-    pass
+
+class DatasetNotFoundError(UserError, FileNotFoundError):
+    """A user error (the tools print its message alone, exit status 2), and a
+    FileNotFoundError for code that catches those."""
 
 
 def _dataset_cfgs(cfg, key_path):

@@ -14,11 +14,27 @@ Converting is optional: the backbone and the head also read SRC directly.
 import argparse
 import os
 import os.path as osp
+import sys
 
-import torch
 
-from mmmambaout.checkpoint import (checkpoint_format, extract_state_dict, load_checkpoint_file,
-                                   load_mambaout_state_dict, mambaout_model_state_dict)
+def _cli_base():
+    """mmmambaout.utils.cli_base (standard library only) without the package's __init__
+    (torch, mmcv, OpenMMLab: seconds), so that argument errors are reported at once."""
+    import importlib.util
+    name = 'mmmambaout.utils.cli_base'
+    if name not in sys.modules:
+        spec = importlib.util.find_spec('mmmambaout')
+        pkg_dirs = list(spec.submodule_search_locations) if spec else []
+        pkg_dirs.append(osp.join(osp.dirname(osp.abspath(__file__)), '..', '..', 'mmmambaout'))
+        path = next(p for p in (osp.join(d, 'utils', 'cli_base.py') for d in pkg_dirs)
+                    if osp.isfile(p))
+        spec = importlib.util.spec_from_file_location(name, path)
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+cli_base = _cli_base()
 
 
 def parse_args(argv=None):
@@ -27,10 +43,16 @@ def parse_args(argv=None):
     parser.add_argument('dst', help='output file (.pth or .safetensors)')
     parser.add_argument('--backbone-only', action='store_true',
                         help='drop the classifier head keys')
+    cli_base.add_debug_arg(parser)
     return parser.parse_args(argv)
 
 
 def convert(src, dst, backbone_only=False):
+    import torch
+
+    from mmmambaout.checkpoint import (checkpoint_format, extract_state_dict,
+                                       load_checkpoint_file, load_mambaout_state_dict,
+                                       mambaout_model_state_dict)
     raw = extract_state_dict(load_checkpoint_file(src))
     fmt = checkpoint_format(raw)
     state_dict = load_mambaout_state_dict(src)
@@ -49,8 +71,13 @@ def convert(src, dst, backbone_only=False):
 
 def main(argv=None):
     args = parse_args(argv)
+    # user errors before anything is read: missing, not a checkpoint, needs code to load
+    fix = 'Give the official or timm MambaOut checkpoint to convert (.pth or .safetensors).'
+    cli_base.check_checkpoint_path(args.src, 'SRC', fix)
+    from mmmambaout.utils.checkpoint_check import check_checkpoint_loads
+    check_checkpoint_loads(args.src, 'SRC', fix)
     convert(args.src, args.dst, args.backbone_only)
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(cli_base.run_cli(main))

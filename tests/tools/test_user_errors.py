@@ -1,0 +1,313 @@
+"""User errors of the tools get one clear message: ``error: <problem and fix>`` on stderr,
+exit status 2, no traceback (``MMMAMBAOUT_DEBUG=1`` / ``--debug``: the traceback); Ctrl-C
+in tools/train.py: one line with where it stopped, the last checkpoint and the command
+that resumes, exit status 130; nothing already in the work dir is touched.
+
+Every case runs the real tool in a subprocess. They all start together, three at a
+time, when the first test asks for them (the ``runs`` fixture): argument errors take
+half a second (they fail before torch is imported), config errors the few seconds of
+mmengine's Config.fromfile, and the few that need the registries or torch ten.
+"""
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+DET = 'configs/mask_rcnn_mambaout_t_1x_coco.py'
+DEMO = 'configs/demo/upernet_mambaout_demo.py'
+ENV = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+ENV.pop('MMMAMBAOUT_DEBUG', None)
+
+
+class _RunsCode:
+    """Unpickling this would run ``os.system``."""
+
+    def __reduce__(self):
+        return (os.system, ('echo pwned',))
+
+
+def _run(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, env=env or ENV, timeout=timeout)
+
+
+def _data_roots(root):
+    return [f'{k}_dataloader.dataset.data_root={root}/' for k in ('train', 'val', 'test')]
+
+
+def _snapshot(folder):
+    return {str(p.relative_to(folder)): (p.is_dir(), p.stat().st_mtime_ns,
+                                         None if p.is_dir() else
+                                         hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted(folder.rglob('*'))}
+
+
+def _interrupt_training(data_root, work_dir):
+    """tools/train.py on the demo config, Ctrl-C (SIGINT) once iter_2.pth is complete."""
+    cmd = [sys.executable, 'tools/train.py', DEMO, '--work-dir', str(work_dir),
+           '--cfg-options', *_data_roots(data_root), 'train_dataloader.batch_size=2',
+           *[f'{k}_dataloader.{o}' for k in ('train', 'val', 'test')
+             for o in ('num_workers=0', 'persistent_workers=False')],
+           'train_cfg.max_iters=1000', 'default_hooks.checkpoint.interval=2',
+           'default_hooks.logger.interval=1']
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    out, err = [], []
+    readers = [threading.Thread(target=lambda s=s, b=b: b.extend(s), daemon=True)
+               for s, b in ((proc.stdout, out), (proc.stderr, err))]
+    for r in readers:
+        r.start()
+    deadline = time.time() + 400
+    while time.time() < deadline and proc.poll() is None:
+        if (work_dir / 'last_checkpoint').is_file():
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGINT)
+            break
+        time.sleep(0.2)
+    try:
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    for r in readers:
+        r.join(10)
+    return subprocess.CompletedProcess(cmd, proc.returncode, ''.join(out), ''.join(err))
+
+
+@pytest.fixture(scope='module')
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp('user_errors')
+    f = {}
+    f['empty'] = d / 'empty.pth'
+    f['empty'].write_bytes(b'')
+    f['text'] = d / 'notes.pth'
+    f['text'].write_text('these are my notes, not weights\n')
+    f['random'] = d / 'random.pth'
+    f['random'].write_bytes(b'\x13\x37' + random.Random(0).randbytes(4094))
+    good = d / 'good.pth'
+    torch.save({'state_dict': {'w': torch.arange(4096.)}}, good)
+    f['truncated'] = d / 'truncated.pth'
+    f['truncated'].write_bytes(good.read_bytes()[:good.stat().st_size // 2])
+    f['runs_code'] = d / 'runs_code.pth'
+    torch.save({'state_dict': {'w': torch.ones(2)}, 'x': _RunsCode()}, f['runs_code'])
+    f['whole_model'] = d / 'whole_model.pth'  # torch.save(model): needs the class
+    torch.save(torch.nn.Linear(2, 2), f['whole_model'])
+    # enough of a COCO layout for the dataset check (the runs fail before reading it)
+    f['coco'] = d / 'coco'
+    for sub in ('annotations', 'train2017', 'val2017'):
+        (f['coco'] / sub).mkdir(parents=True)
+    for name in ('instances_train2017.json', 'instances_val2017.json'):
+        (f['coco'] / 'annotations' / name).write_text('{}')
+    (f['coco'] / 'train2017' / 'a.jpg').write_bytes(b'x')
+    (f['coco'] / 'val2017' / 'a.jpg').write_bytes(b'x')
+    # a work dir from an earlier run: the failing runs below must not touch it
+    wd = f['work_dir'] = d / 'work_dir'
+    (wd / '20250101_000000' / 'vis_data').mkdir(parents=True)
+    torch.save({'state_dict': {'w': torch.ones(3)}, 'meta': {'epoch': 1}}, wd / 'epoch_1.pth')
+    (wd / 'last_checkpoint').write_text(str(wd / 'epoch_1.pth'))
+    (wd / '20250101_000000' / '20250101_000000.log').write_text('epoch 1 done\n')
+    (wd / '20250101_000000' / 'vis_data' / 'scalars.json').write_text('{"loss": 1.0}\n')
+    f['snapshot'] = _snapshot(wd)
+    subprocess.run([sys.executable, 'tools/misc/make_demo_data.py', '--out', str(d / 'demo'),
+                    '--kind', 'ade', '--num-train', '8', '--num-val', '2', '--min-size', '64',
+                    '--max-size', '96'], cwd=ROOT, env=ENV, check=True, capture_output=True)
+    f['ade'] = d / 'demo' / 'ade' / 'ADEChallengeData2016'
+    f['tmp'] = d
+    return f
+
+
+def _cases(f):
+    wd = ['--work-dir', f['work_dir']]
+    coco = _data_roots(f['coco'])
+    train, test = 'tools/train.py', 'tools/test.py'
+    conv = 'tools/model_converters/mambaout2mmmambaout.py'
+    return {
+        # need the registries or torch (slowest first)
+        'interrupt': lambda: _interrupt_training(f['ade'], f['tmp'] / 'interrupted'),
+        'arch': (train, DET, *wd, '--cfg-options', *coco, 'model.backbone.with_cp=True',
+                 'model.backbone.arch=tinyy'),
+        'typo_arg': (train, DET, *wd, '--cfg-options', *coco, 'model.backbone.drop_path_rat=0.1'),
+        'whole_model': (test, DET, f['whole_model'], *wd, '--cfg-options', *coco),
+        # need the config (mmengine's Config.fromfile)
+        'dataset': (train, DET, *wd, '--cfg-options',
+                    f'train_dataloader.dataset.data_root={f["tmp"]}/nowhere/'),
+        'removed_key': (train, DET, *wd, '--cfg-options', 'train_speedups=False'),
+        'missing_parent': (test, DET, f['text'].with_name('good.pth'), *wd, '--cfg-options',
+                           'model.bakbone.arch=tiny'),
+        'load_from': (train, DET, *wd, '--cfg-options', f'load_from={f["tmp"]}/nothere.pth'),
+        'init_cfg': (train, DET, *wd, '--cfg-options',
+                     f'model.backbone.init_cfg.checkpoint={f["tmp"]}/pretrained.pth'),
+        # argument errors: before torch is imported
+        'config': (train, 'configs/mask_rcnn_mambaout_t_1x_coo.py', *wd),
+        'config_importtime': ('-X', 'importtime', test, 'configs/mask_rcnn_mambaout_t_1x_coo.py',
+                              'x.pth'),
+        'checkpoint': (test, DET, f['tmp'] / 'goood.pth', *wd),
+        'resume': (train, DET, *wd, '--resume', f['tmp'] / 'epoch_12.pth'),
+        **{f'not_ckpt_{k}': (test, DET, f[k], *wd)
+           for k in ('empty', 'text', 'random', 'truncated', 'runs_code')},
+        'resume_runs_code': (train, DET, *wd, '--resume', f['runs_code']),
+        'converter_missing': (conv, f['tmp'] / 'mambaout_tiny.pth', f['tmp'] / 'out.pth'),
+        'converter_runs_code': (conv, f['runs_code'], f['tmp'] / 'out.pth'),
+        'zoo_name': ('tools/download_checkpoint.py', 'mambaout_tiny_in1kk'),
+        'debug_flag': (train, 'configs/mask_rcnn_mambaout_t_1x_coo.py', '--debug'),
+    }
+
+
+@pytest.fixture(scope='module')
+def runs(files):
+    """Every case, run once: {name: CompletedProcess}, and how long all of them took."""
+    start = time.time()
+    cases = _cases(files)
+    debug_env = dict(ENV, MMMAMBAOUT_DEBUG='1')
+    with ThreadPoolExecutor(3) as pool:
+        futures = {name: pool.submit(case) if callable(case) else pool.submit(_run, *case)
+                   for name, case in cases.items()}
+        futures['debug_env'] = pool.submit(_run, 'tools/test.py', DET, 'missing.pth',
+                                           env=debug_env)
+        results = {name: fut.result() for name, fut in futures.items()}
+    print(f'{len(results)} tool runs in {time.time() - start:.1f} s')
+    return results
+
+
+def _user_error(out, *words):
+    """One `error:` message with ``words``, exit status 2, no traceback; returns it."""
+    log = out.stdout + out.stderr
+    assert out.returncode == 2, log[-3000:]
+    assert 'Traceback' not in log, log[-3000:]
+    assert out.stderr.count('error: ') == 1, out.stderr
+    message = out.stderr[out.stderr.index('error: '):]
+    for word in words:
+        assert word in message, (word, message)
+    return message
+
+
+def test_missing_config_suggests_the_closest(runs):
+    message = _user_error(runs['config'], 'config file not found',
+                          'configs/mask_rcnn_mambaout_t_1x_coo.py',
+                          'Did you mean configs/mask_rcnn_mambaout_t_1x_coco.py?')
+    assert runs['config'].stdout == '' and message.count('\n') == 1
+
+
+def test_argument_errors_fail_before_torch_is_imported(runs):
+    out = runs['config_importtime']
+    assert out.returncode == 2 and 'config file not found' in out.stderr
+    imported = {line.split('|')[-1].strip() for line in out.stderr.splitlines()
+                if line.startswith('import time:')}
+    assert not {'torch', 'mmdet', 'mmcv', 'mmseg', 'mmpretrain', 'mmmambaout'} & imported
+
+
+def test_debug_shows_the_traceback(runs):
+    for name in ('debug_flag', 'debug_env'):
+        out = runs[name]
+        assert out.returncode == 1 and 'Traceback' in out.stderr, out.stderr
+        assert 'UserError' in out.stderr, out.stderr
+
+
+def test_missing_dataset(runs, files):
+    _user_error(runs['dataset'], 'dataset not found or incomplete',
+                f'{files["tmp"]}/nowhere/annotations/instances_train2017.json',
+                'data/coco/annotations/instances_val2017.json',
+                '--cfg-options train_dataloader.dataset.data_root=/path/to/dataset')
+    assert 'MaskRCNN' not in runs['dataset'].stdout  # before any model
+
+
+@pytest.mark.parametrize('case, words', [
+    ('checkpoint', ['CHECKPOINT: checkpoint not found', 'goood.pth', 'Did you mean',
+                    'good.pth', 'download_checkpoint.py']),
+    ('resume', ['--resume: checkpoint not found', 'epoch_12.pth',
+                '--resume without a value']),
+    ('load_from', ['load_from: checkpoint not found', 'nothere.pth',
+                   '--cfg-options load_from=PATH']),
+    ('init_cfg', ['model.backbone.init_cfg.checkpoint: checkpoint not found',
+                  'pretrained.pth', 'model.backbone.init_cfg=None']),
+    ('converter_missing', ['SRC: checkpoint not found', 'mambaout_tiny.pth']),
+    ('zoo_name', ["'mambaout_tiny_in1kk' is not in the model zoo",
+                  'Did you mean: mambaout_tiny_in1k']),
+])
+def test_missing_checkpoint(runs, case, words):
+    _user_error(runs[case], *words)
+
+
+@pytest.mark.parametrize('kind, words', [
+    ('empty', ['is not a checkpoint: it is an empty file (0 bytes)', 'fetch or copy it again']),
+    ('text', ["a text file (32 bytes, starting with 'these are my notes, not weights')"]),
+    ('random', ['neither a zip archive (what torch.save writes), a pickle nor a safetensors',
+                '13 37']),
+    ('truncated', ['a truncated or damaged zip archive', 'fetch or copy it again']),
+])
+def test_not_a_checkpoint_says_what_it_is(runs, files, kind, words):
+    message = _user_error(runs[f'not_ckpt_{kind}'], f'CHECKPOINT: {files[kind]}', *words)
+    assert 'Config' not in runs[f'not_ckpt_{kind}'].stdout, message  # config not printed
+
+
+@pytest.mark.parametrize('case, what, global_name', [
+    ('not_ckpt_runs_code', 'CHECKPOINT', 'posix.system'),
+    ('resume_runs_code', '--resume', 'posix.system'),
+    ('converter_runs_code', 'SRC', 'posix.system'),
+    ('whole_model', 'CHECKPOINT', 'torch.nn.modules.linear.Linear'),  # via torch.load
+])
+def test_checkpoint_that_runs_code_is_refused(runs, files, case, what, global_name):
+    out = runs[case]
+    message = _user_error(out, f'{what}: refused to load', f'needs {global_name}',
+                          'not loaded')
+    log = out.stdout + out.stderr
+    assert 'weights_only' not in log and 'pwned' not in log, message
+    assert 'Config' not in out.stdout  # failed before the config is printed
+
+
+def test_unknown_arch(runs):
+    # with_cp is not in the config, but MambaOut takes it: accepted, the arch is not
+    _user_error(runs['arch'], "model.backbone.arch: unknown MambaOut arch 'tinyy'",
+                'valid archs: femto, kobe, tiny, small, base',
+                '--cfg-options model.backbone.arch=femto')
+
+
+@pytest.mark.parametrize('case, words', [
+    ('typo_arg', ['--cfg-options model.backbone.drop_path_rat',
+                  "MambaOut (model.backbone.type) has no argument 'drop_path_rat'",
+                  'Did you mean model.backbone.drop_path_rate']),
+    ('removed_key', ['--cfg-options train_speedups', 'it was removed', 'configs/stock/']),
+    ('missing_parent', ['--cfg-options model.bakbone.arch', 'the config has no model.bakbone',
+                        'Did you mean model.backbone.arch']),
+])
+def test_cfg_options_key_that_matches_nothing(runs, case, words):
+    _user_error(runs[case], *words)
+
+
+def test_runner_top_level_keys_cover_the_runner():
+    import inspect
+
+    from mmengine.runner import FlexibleRunner, Runner
+
+    from mmmambaout.utils.cli_base import RUNNER_TOP_LEVEL_KEYS
+    for cls in (Runner, FlexibleRunner):
+        assert set(inspect.signature(cls.__init__).parameters) - {'self', 'cfg'} <= \
+            RUNNER_TOP_LEVEL_KEYS
+
+
+def test_failing_runs_leave_the_work_dir_alone(runs, files):
+    assert _snapshot(files['work_dir']) == files['snapshot']
+
+
+def test_ctrl_c_prints_where_it_stopped_and_how_to_resume(runs, files):
+    out = runs['interrupt']
+    log = out.stdout + out.stderr
+    assert out.returncode == 130, log[-3000:]
+    assert 'Traceback' not in log and 'KeyboardInterrupt' not in log, log[-3000:]
+    lines = [line for line in out.stderr.splitlines() if line.startswith('interrupted')]
+    assert len(lines) == 1, out.stderr[-3000:]
+    work_dir = files['tmp'] / 'interrupted'
+    last = (work_dir / 'last_checkpoint').read_text().strip()
+    assert 'interrupted after iteration ' in lines[0] and '/1000;' in lines[0]
+    assert f'last complete checkpoint: {last};' in lines[0]
+    assert lines[0].endswith(f'--work-dir {work_dir} --resume')
+    assert f'resume with: python tools/train.py {DEMO} --cfg-options' in lines[0]
