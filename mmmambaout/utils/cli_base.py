@@ -73,7 +73,8 @@ def run_cli(main, argv=None, on_interrupt=None):
         message = 'interrupted'
         if on_interrupt is not None:
             try:
-                message = on_interrupt() or message
+                summary = on_interrupt()  # False: print nothing (e.g. not rank 0)
+                message = message if summary is None or summary == '' else summary
             except Exception as err:  # the summary is a courtesy; never a second traceback
                 message = f'interrupted ({type(err).__name__} while summarising: {err})'
         if message is not False:
@@ -226,8 +227,8 @@ def refusal_message(path, what, name=None):
              'unpickling it needs objects that are not tensors or plain containers')
     return (f'{what}: refused to load {path}: {needs}. A checkpoint that runs code when it '
             'is loaded can do anything on this machine, so it is not loaded. Use a plain '
-            'weights file from a source you trust: a state dict of tensors (what '
-            'torch.save(model.state_dict()) and tools/train.py write) or a .safetensors file.')
+            'weights file from a source you trust: a state dict of tensors '
+            '(torch.save(model.state_dict(), path)) or a .safetensors file.')
 
 
 _STRING_OPS = frozenset(('SHORT_BINUNICODE', 'BINUNICODE', 'BINUNICODE8', 'UNICODE',

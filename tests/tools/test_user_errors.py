@@ -311,3 +311,69 @@ def test_ctrl_c_prints_where_it_stopped_and_how_to_resume(runs, files):
     assert f'last complete checkpoint: {last};' in lines[0]
     assert lines[0].endswith(f'--work-dir {work_dir} --resume')
     assert f'resume with: python tools/train.py {DEMO} --cfg-options' in lines[0]
+
+
+# -- the rules themselves, in-process (standard library and mmengine.config only) --------
+
+
+def test_cfg_options_rule():
+    from mmengine.config import Config
+
+    from mmmambaout.utils.cli_base import UserError, check_cfg_options
+    cfg = Config(dict(model=dict(type='MambaOut', arch='tiny', init_cfg=None),
+                      env_cfg=dict(cudnn_benchmark=False),
+                      param_scheduler=[dict(type='LinearLR', end=10)]))
+    # existing keys, a Runner key, a new key under a dict without type, a None parent,
+    # an index in range, _delete_, and keys below another option: nothing to check
+    assert check_cfg_options(cfg, {
+        'model.arch': 's', 'randomness': dict(seed=0), 'env_cfg.mp_cfg': {},
+        'model.init_cfg.checkpoint': 'x.pth', 'param_scheduler.0.end': 5,
+        'model._delete_': True, 'optim_wrapper': {}, 'optim_wrapper.optimizer.lr': 1}) == []
+    # a new key under a typed dict: checked against the class once registries are loaded
+    assert check_cfg_options(cfg, {'model.with_cp': True}) == [('model.with_cp', 'model')]
+    for key, words in [('train_speedups', 'it was removed'),
+                       ('modle.arch', 'the config has no key modle'),
+                       ('model.backbone.arch', 'the config has no model.backbone'),
+                       ('param_scheduler.1.end', "'1' is not an index of it (0 to 0)"),
+                       ('model.arch.depth', "model.arch is 'tiny', not a dict")]:
+        with pytest.raises(UserError, match='--cfg-options ' + key.replace('.', r'\.')) as err:
+            check_cfg_options(cfg, {key: 1})
+        assert words in str(err.value), str(err.value)
+
+
+def test_resume_command():
+    from mmmambaout.utils.cli_base import resume_command
+    argv = ['configs/x.py', '--resume', 'old.pth', '--work-dir', 'w0', '--cfg-options', 'a=1']
+    assert resume_command(argv, 'work_dirs/x', prog='tools/train.py', env={}) == (
+        'python tools/train.py configs/x.py --cfg-options a=1 --work-dir work_dirs/x --resume')
+    argv = ['configs/x.py', '--launcher', 'pytorch', '--resume']
+    assert resume_command(argv, 'w', prog='tools/train.py', env={'LOCAL_WORLD_SIZE': '8'}) == (
+        'bash tools/dist_train.sh configs/x.py 8 --work-dir w --resume')
+
+
+@pytest.mark.parametrize('content, words', [
+    (b'version https://git-lfs.github.com/spec/v1\noid sha256:ab\n', 'a Git LFS pointer'),
+    (b'\x1f\x8b\x08\x00' + bytes(60), 'a gzip-compressed file'),
+    ((1000).to_bytes(8, 'little') + b'{"w": {}}', 'a truncated safetensors file'),
+    (b'PK\x05\x06' + bytes(18), 'a zip archive without data.pkl'),
+    (b'  <html><body>Sign in</body></html>', 'an HTML page'),
+])
+def test_describe_non_checkpoint(tmp_path, content, words):
+    from mmmambaout.utils.cli_base import describe_non_checkpoint
+    path = tmp_path / 'x.pth'
+    path.write_bytes(content)
+    assert words in describe_non_checkpoint(str(path))[0]
+
+
+def test_checkpoints_are_not_described_as_something_else(tmp_path):
+    from safetensors.torch import save_file
+
+    from mmmambaout.utils.cli_base import describe_non_checkpoint, pickled_globals
+    torch.save({'w': torch.ones(2)}, tmp_path / 'new.pth')
+    torch.save({'w': torch.ones(2)}, tmp_path / 'old.pth', _use_new_zipfile_serialization=False)
+    save_file({'w': torch.ones(2)}, tmp_path / 'w.safetensors')
+    for name in ('new.pth', 'old.pth', 'w.safetensors'):
+        assert describe_non_checkpoint(str(tmp_path / name)) is None, name
+    for name in ('new.pth', 'old.pth'):
+        assert all(g.startswith(('torch.', 'collections.')) for g in
+                   pickled_globals(str(tmp_path / name))), name
