@@ -15,7 +15,7 @@ from mmengine.optim import OptimWrapper
 import mmmambaout  # noqa: F401  (mmcv op backend + registrations)
 import mmmambaout.checkpoint
 from mmmambaout.checkpoint import VIM_RELEASE_URL_PREFIX, load_vim_state_dict
-from mmmambaout.models.backbones.vim import BiMambaMixer, Vim, resize_pos_embed
+from mmmambaout.models.backbones.vim import MambaMixer, Vim, resize_pos_embed
 from mmmambaout.utils.synthetic import det_batch, seg_batch
 
 REPO = Path(__file__).resolve().parents[3]
@@ -54,7 +54,7 @@ def _direction_by_recurrence(m, xz, backward):
 
 def test_mixer_is_mean_of_forward_and_flipped_backward():
     torch.manual_seed(0)
-    m = BiMambaMixer(16, d_state=4).double()
+    m = MambaMixer(16, d_state=4).double()
     with torch.no_grad():  # make the two directions really different
         for p in m.parameters():
             p.add_(torch.randn_like(p) * 0.1)
@@ -66,6 +66,17 @@ def test_mixer_is_mean_of_forward_and_flipped_backward():
     torch.testing.assert_close(m(h), expected, atol=1e-10, rtol=1e-9)
     # and the directions are not interchangeable (the test would catch a swap)
     assert not torch.allclose(m.out_proj(y_f), expected, atol=1e-3)
+
+
+def test_causal_mixer_is_the_forward_direction():
+    """bidirectional=False: Mamba's mixer, out_proj of the forward direction (no / 2)."""
+    torch.manual_seed(0)
+    m = MambaMixer(16, d_state=4, bidirectional=False).double()
+    assert {n.split('.')[0] for n, _ in m.named_parameters()} == {
+        'in_proj', 'conv1d', 'x_proj', 'dt_proj', 'A_log', 'D', 'out_proj'}
+    h = torch.randn(2, 11, 16, dtype=torch.float64)
+    expected = m.out_proj(_direction_by_recurrence(m, m.in_proj(h), backward=False))
+    torch.testing.assert_close(m(h), expected, atol=1e-10, rtol=1e-9)
 
 
 # -- shapes, freezing, checkpointing -----------------------------------------------------
@@ -98,7 +109,7 @@ def test_cls_token_output_and_position():
                         1) + pos
         r = seq.float()
         for layer in model.layers:
-            r = layer(r)
+            r, _ = layer(r)
         torch.testing.assert_close(model.norm_f(r)[:, 10], out)
 
 
@@ -316,7 +327,8 @@ def test_every_vim_config_builds():
     names = sorted(p.name for p in (REPO / 'configs').glob('*vim*.py'))
     assert names == ['mask_rcnn_vim_s_1x_coco.py', 'mask_rcnn_vim_t_1x_coco.py',
                      'upernet_vim_s_160k_ade20k.py', 'upernet_vim_t_160k_ade20k.py',
-                     'vim_s_in1k.py', 'vim_t_in1k.py']
+                     'upernet_vim_t_60k_ade20k_upstream.py', 'vim_s_in1k.py',
+                     'vim_t_in1k.py']
     import importlib
     for name in names:
         cfg = Config.fromfile(str(REPO / 'configs' / name))
