@@ -148,7 +148,11 @@ setup(
     ],
     extras_require={
         'lite': ['mmcv-lite==2.1.0'],
-        'tests': ['pytest', 'timm>=1.0.16'],
+        # seaborn: mmdet's analyze_logs.py; click ... tabulate: openmim 0.3.9's own
+        # requirements except opendatalab (which would downgrade setuptools, requests and
+        # filelock): tools/setup_env.sh installs openmim itself with --no-deps
+        'tests': ['pytest', 'timm>=1.0.16', 'seaborn', 'click', 'colorama', 'model-index',
+                  'pandas', 'requests', 'rich', 'tabulate'],
     },
     package_data={'mmmambaout': ['.mim/model-index.yml', '.mim/configs/**/*.py',
                                  '.mim/configs/**/*.yml', '.mim/tools/**/*.py',
