@@ -1,9 +1,13 @@
-"""What the command-line tools do before the heavy imports: user errors, arguments, paths.
+"""What the command-line tools do before the heavy imports: user errors, arguments, paths,
+reading the config, telling a checkpoint file from something else by its bytes.
 
-Standard library only (mmengine's ``DictAction`` is imported when a parser is built:
-half a second, no torch), and loaded by the tools *without* the package's ``__init__``
-(which imports torch, mmcv and OpenMMLab: seconds), so that a mistyped config or
-checkpoint path is reported at once.
+Standard library only at import time; ``mmengine.config`` (half a second, no torch) is
+imported when a parser is built or a config read. The tools load this module *without*
+the package's ``__init__`` (which imports torch, mmcv and OpenMMLab: seconds), so that a
+mistyped path is reported at once, and a config's mistakes (``--cfg-options`` keys, a
+missing dataset or checkpoint) within the second of ``Config.fromfile``. What needs the
+registries or torch (argument names of classes, archs, unpickling) is in
+:mod:`mmmambaout.utils.cli` and :mod:`mmmambaout.utils.checkpoint_check`.
 
 User errors: a mistake the user can fix (a wrong path, a file that is not a checkpoint,
 an unknown ``--cfg-options`` key, a missing dataset) raises :class:`UserError`, whose
