@@ -50,6 +50,12 @@ def main(argv=None):
                                        cli_base.LOAD_FROM_FIXES['--resume'])
     cfg = cli_base.load_config(args)
     _run['cfg'] = cfg
+    missing = [k for k in ('train_dataloader', 'train_cfg', 'optim_wrapper') if not cfg.get(k)]
+    if missing:
+        raise cli_base.UserError(
+            f'{args.config} cannot be trained: it has no {", ".join(missing)} (an evaluation '
+            f'config?). Evaluate with python tools/test.py {args.config} CHECKPOINT, or train '
+            'a config that has them.')
     # --resume replaces load_from (cli.set_resume): by its checkpoint, checked above, or
     # by the work dir's latest
     cli_base.check_config_checkpoints(cfg, load_from_what=None if args.resume else 'load_from')

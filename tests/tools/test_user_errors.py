@@ -159,6 +159,7 @@ def _cases(f):
         'converter_runs_code': (conv, f['runs_code'], f['tmp'] / 'out.pth'),
         'zoo_name': ('tools/download_checkpoint.py', 'mambaout_tiny_in1kk'),
         'debug_flag': (train, 'configs/mask_rcnn_mambaout_t_1x_coo.py', '--debug'),
+        'eval_config': (train, 'configs/vim_t_in1k.py', *wd),
     }
 
 
@@ -281,6 +282,12 @@ def test_unknown_arch(runs):
 ])
 def test_cfg_options_key_that_matches_nothing(runs, case, words):
     _user_error(runs[case], *words)
+
+
+def test_training_an_evaluation_config(runs):
+    _user_error(runs['eval_config'], 'configs/vim_t_in1k.py cannot be trained',
+                'no train_dataloader, train_cfg, optim_wrapper',
+                'python tools/test.py configs/vim_t_in1k.py CHECKPOINT')
 
 
 def test_runner_top_level_keys_cover_the_runner():
