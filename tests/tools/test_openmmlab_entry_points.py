@@ -19,12 +19,14 @@ json log and probe serve the other checks) and on the segmentation demo.
 import functools
 import glob
 import http.server
+import importlib.util
 import json
 import os
 import os.path as osp
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -36,8 +38,8 @@ DET_CONFIG = ROOT / 'configs/demo/mask_rcnn_mambaout_demo.py'
 SEG_CONFIG = ROOT / 'configs/demo/upernet_mambaout_demo.py'
 BIN = Path(sys.executable).parent
 MIM = BIN / 'mim'
-SITE_TOOLS = {name: Path(__import__(name).__file__).parent / '.mim' / 'tools'
-              for name in ('mmdet', 'mmseg')}
+SITE_TOOLS = {name: Path(importlib.util.find_spec(name).origin).parent / '.mim' / 'tools'
+              for name in ('mmdet', 'mmseg')}  # their installed tools, found without importing
 PROBE_FILE = 'entry_point_probe.json'
 RESULT = 'RESULT '  # prefix of the JSON line the python -c checks print
 
@@ -176,10 +178,20 @@ class Jobs:
     def __init__(self, workers=2):
         self.pool = ThreadPoolExecutor(workers)
         self.futures = {}
+        self.seconds = {}  # wall time of each job (`pytest -s` prints them at the end)
 
     def submit(self, name, fn, *needs):
         needs = [self.futures[n] for n in needs]
-        self.futures[name] = self.pool.submit(lambda: fn(*[f.result() for f in needs]))
+
+        def job():
+            args = [f.result() for f in needs]
+            start = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                self.seconds[name] = round(time.perf_counter() - start, 1)
+
+        self.futures[name] = self.pool.submit(job)
 
     def get(self, name):
         if name not in self.futures:
@@ -318,6 +330,7 @@ def jobs(request, tmp_path_factory, file_server):
                         served=file_server[1])
     yield runner
     runner.pool.shutdown(wait=True, cancel_futures=True)
+    print(f'\nentry point jobs, seconds each: {runner.seconds}')
 
 
 def _image_shape(path):
