@@ -10,8 +10,8 @@ default_hooks = dict(
     # SIGTERM (slurm's notice before preemption) saves a checkpoint at the next iteration
     # boundary and exits; --resume then continues at exactly that iteration
     preemption=dict(type='PreemptionCheckpointHook'))
-# TensorBoard (needs the tensorboard package), next to the json logs under
-# <work_dir>/<timestamp>/vis_data: uncomment, or add to the command line
-#   --cfg-options "visualizer.vis_backends=[dict(type='LocalVisBackend'),dict(type='TensorboardVisBackend')]"
+# TensorBoard event files next to the json logs, in <work_dir>/<timestamp>/vis_data (needs
+# the tensorboard package): uncomment these two lines, or put them in a config that
+# inherits this one. (--cfg-options cannot do it: it cannot parse dict(...) in a list.)
 # vis_backends = [dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')]
 # visualizer = dict(vis_backends=vis_backends)

@@ -4,8 +4,8 @@ custom_imports = dict(imports=['mmmambaout'], allow_failed_imports=False)
 runner_type = 'LogFileConfigRunner'
 # (mmseg keeps default_hooks in its schedules: the checkpoint and preemption hooks are in
 # ./schedules/adamw_160k_amp.py)
-# TensorBoard (needs the tensorboard package), next to the json logs under
-# <work_dir>/<timestamp>/vis_data: uncomment, or add to the command line
-#   --cfg-options "visualizer.vis_backends=[dict(type='LocalVisBackend'),dict(type='TensorboardVisBackend')]"
+# TensorBoard event files next to the json logs, in <work_dir>/<timestamp>/vis_data (needs
+# the tensorboard package): uncomment these two lines, or put them in a config that
+# inherits this one. (--cfg-options cannot do it: it cannot parse dict(...) in a list.)
 # vis_backends = [dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')]
 # visualizer = dict(vis_backends=vis_backends)
