@@ -17,7 +17,8 @@ allowed object (and from there ``__globals__``), so the name is bound to a getat
 only looks up registered statistics methods on ``HistoryBuffer``.
 
 The change: ``mmengine.runner.checkpoint._load_checkpoint`` and the same function as
-imported into ``mmengine.runner.runner`` are wrapped (``__wrapped__`` is the original).
+imported into ``mmengine.runner.runner`` and ``mmengine.infer.infer`` are wrapped
+(``__wrapped__`` is the original).
 """
 import contextlib
 import functools
@@ -89,7 +90,11 @@ def apply():
                        '--resume and load_from of Runner checkpoints may fail with an '
                        'UnpicklingError on torch >= 2.6'):
         return False
+    from mmengine.infer import infer
     from mmengine.runner import checkpoint, runner
-    checkpoint._load_checkpoint = _with_mmengine_allowlist(checkpoint._load_checkpoint)
-    runner._load_checkpoint = _with_mmengine_allowlist(runner._load_checkpoint)
+    # the defining module and the two that import the name at their top (the Runner, and
+    # BaseInferencer behind mmdet's DetInferencer / mmseg's MMSegInferencer); the others
+    # import it when called, and so get the wrapped one
+    for module in (checkpoint, runner, infer):
+        module._load_checkpoint = _with_mmengine_allowlist(module._load_checkpoint)
     return True
