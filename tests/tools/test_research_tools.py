@@ -21,7 +21,7 @@ def test_exponent_fit_recovers_a_power_law():
 def test_scaling_table_csv_and_plot_on_cpu(tmp_path, capsys):
     rows, exponents = benchmark_scaling.main([
         '--models', 'mambaout_t', '--sizes', '32', '48', '64', '--iters', '1', '--warmup', '0',
-        '--device', 'cpu', '--csv', str(tmp_path / 's.csv'), '--plot', str(tmp_path / 's.png')])
+        '--device', 'cpu', '--batch', '1', '--csv', str(tmp_path / 's.csv'), '--plot', str(tmp_path / 's.png')])
     out = capsys.readouterr().out
     assert [r[1:3] for r in rows] == [(32, 4), (48, 9), (64, 16)]
     assert all(t > 0 for *_, t, _ in rows) and math.isfinite(exponents['mambaout_t'])

@@ -7,7 +7,8 @@ paper's measure (tools/analysis/sequence_length.py); every backbone is timed on 
 inputs, so the exponents compare how each one scales: 1 for a cost linear in the tokens,
 2 for attention's quadratic term once it dominates. Swin-T (mmdet's ``SwinTransformer``)
 attends within 7x7 windows, so it is linear too. Models are built once each, in training
-mode, drop path 0, batch 1, AMP (bf16) on CUDA; sizes are timed in turn, warm-up first.
+mode, drop path 0, batch 8 (so that the GPU, not the host's launches, sets the time), AMP
+(bf16) on CUDA; sizes are timed in turn, warm-up first.
 The fit uses the sizes from the middle of the range up (small sizes are launch-bound).
 
     python tools/analysis/benchmark_scaling.py --sizes 224 384 512 768 1024 1280 1536 \
@@ -66,8 +67,8 @@ def fit_exponent(points):
             / sum((x - mx) ** 2 for x in xs))
 
 
-def measure(model, size, device, dtype, iters, warmup):
-    x = torch.randn(1, 3, size, size, device=device)
+def measure(model, size, device, dtype, iters, warmup, batch=1):
+    x = torch.randn(batch, 3, size, size, device=device)
     sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
 
     def step():
@@ -96,6 +97,8 @@ def main(argv=None):
     p.add_argument('--models', nargs='+', default=list(MODELS), choices=list(MODELS))
     p.add_argument('--sizes', type=int, nargs='+', default=[224, 384, 512, 768, 1024, 1280, 1536])
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--batch', type=int, default=8,
+                   help='images per step: enough that the GPU, not the host, sets the time')
     p.add_argument('--iters', type=int, default=5)
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--csv', help='write the measurements here')
@@ -105,14 +108,15 @@ def main(argv=None):
     card = torch.cuda.get_device_name() if args.device == 'cuda' else platform.processor() or 'cpu'
     print('command: python ' + ' '.join(shlex.quote(a) for a in sys.argv))
     print(f'device: {card}; torch {torch.__version__}, CUDA {torch.version.cuda}; '
-          f'{"bf16 autocast" if dtype else "fp32"}, batch 1, forward + backward, median of '
+          f'{"bf16 autocast" if dtype else "fp32"}, batch {args.batch}, forward + backward, median of '
           f'{args.iters} after {args.warmup} warm-up')
     rows = []
     for name in args.models:
         model = build(name, args.device)
         for size in args.sizes:
             try:
-                t, peak = measure(model, size, args.device, dtype, args.iters, args.warmup)
+                t, peak = measure(model, size, args.device, dtype, args.iters, args.warmup,
+                                  args.batch)
             except torch.cuda.OutOfMemoryError:
                 t, peak = float('nan'), float('nan')
                 torch.cuda.empty_cache()
@@ -147,7 +151,7 @@ def main(argv=None):
             ax.loglog(*zip(*pts), marker='o', label=f'{name} (b={exponents[name]:.2f})')
         ax.set_xlabel('tokens L = (H/16)(W/16)')
         ax.set_ylabel('forward + backward, ms')
-        ax.set_title(f'{card}, bf16, batch 1', fontsize=9)
+        ax.set_title(f'{card}, bf16, batch {args.batch}', fontsize=9)
         ax.grid(True, which='both', alpha=.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
