@@ -33,7 +33,6 @@ several processes the random states saved are those of rank 0.
 import logging
 import os
 import random
-import shlex
 import signal
 import sys
 import threading
@@ -67,23 +66,6 @@ def _set_rng_state(state):
         cuda = [s.cpu() for s in state['cuda']]
         if len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda)
-
-
-def resume_command():
-    """The command line that was run, with ``--resume`` (no value: the latest checkpoint)
-    in place of any ``--resume`` given."""
-    args, argv, i = [], sys.argv[1:], 0
-    while i < len(argv):
-        if argv[i] == '--resume':
-            if i + 1 < len(argv) and not argv[i + 1].startswith('-') and \
-                    argv[i + 1].endswith(('.pth', '.pt', '.ckpt')):
-                i += 1  # --resume CKPT
-        elif not argv[i].startswith('--resume='):
-            args.append(argv[i])
-        i += 1
-    if get_world_size() > 1:
-        return f'the same launch command with --resume ({shlex.join(args)} --resume)'
-    return shlex.join(['python', sys.argv[0], *args, '--resume'])
 
 
 class _SkippingBatchSampler:
@@ -231,14 +213,18 @@ class PreemptionCheckpointHook(Hook):
         hook = self._checkpoint_hook(runner)
         filename = f'iter_{runner.iter + 1}.pth'
         path = os.path.join(hook.out_dir, filename)
-        runner.message_hub.update_info('preemption_ckpt', path)
-        hook.save_atomically(runner, filename, dict(epoch=runner.epoch, iter=runner.iter + 1))
+        if hook.last_ckpt is None or os.path.abspath(hook.last_ckpt) != os.path.abspath(path):
+            # (else the checkpoint hook has just saved this very iteration, under this name)
+            runner.message_hub.update_info('preemption_ckpt', path)  # removed once superseded
+            hook.save_atomically(runner, filename, dict(epoch=runner.epoch, iter=runner.iter + 1))
         barrier()  # rank 0 has written it before any process exits
         where = f'iteration {runner.iter + 1}'
         if self._epoch_based(runner):
             where += (f' (epoch {runner.epoch + 1}, batch {self._batch_idx + 1} of '
                       f'{len(runner.train_loop.dataloader)})')
-        runner.logger.info(f'SIGTERM: saved {path} at {where}; resume with: {resume_command()}')
+        from mmmambaout.utils.cli_base import display_path, resume_command
+        command = resume_command(sys.argv[1:], runner.work_dir)
+        runner.logger.info(f'SIGTERM: saved {display_path(path)} at {where}; resume with: {command}')
         self._restore_handlers()
         runner.call_hook('after_run')  # closes the visualizer (flushes TensorBoard)
         raise SystemExit(EXIT_STATUS)
@@ -349,11 +335,12 @@ class PreemptionCheckpointHook(Hook):
         """IterBasedTrainLoop.run advances its iterator ``iter`` times, loading every batch
         trained already. Give it an iterator whose first ``iter`` items are placeholders,
         followed by the batches of a fresh iterator that skips them unloaded."""
+        from mmengine.dataset import InfiniteSampler
         from mmengine.runner.loops import _InfiniteDataloaderIterator
         loader = loop.dataloader
         done = runner.iter
         sampler = _sampler_of(loader)
-        finite = type(sampler).__name__ != 'InfiniteSampler'
+        finite = not isinstance(sampler, InfiniteSampler)
         epoch, skip = divmod(done, len(loader)) if finite else (0, done)
         if not finite:
             sampler.indices = sampler._indices_of_rank()  # from its (restored) seed

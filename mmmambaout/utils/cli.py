@@ -109,7 +109,8 @@ def set_resume(cfg, resume):
             cfg.resume = False
             return
         if not osp.isfile(latest):
-            raise FileNotFoundError(f'--resume: {pointer} names {latest}, which does not exist')
+            raise UserError(f'--resume: {pointer} names {latest}, which does not exist. Point '
+                            'it at a checkpoint of this run, or give one: --resume CKPT')
         cfg.resume = True
         cfg.load_from = latest
     elif resume is not None:

@@ -22,6 +22,7 @@ import os
 import os.path as osp
 import shlex
 import sys
+import warnings
 import zipfile
 
 DEBUG_ENV = 'MMMAMBAOUT_DEBUG'
@@ -471,7 +472,11 @@ def load_config(args):
     check_config_path(args.config)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
-    cfg = Config.fromfile(args.config, import_custom_modules=False)
+    with warnings.catch_warnings():
+        # mmengine reloads pkg_resources for each mmdet:: / mmseg:: base of a config, and
+        # each reload warns that pkg_resources is deprecated: about mmengine, not the user
+        warnings.filterwarnings('ignore', 'pkg_resources is deprecated', UserWarning)
+        cfg = Config.fromfile(args.config, import_custom_modules=False)
     cfg.launcher = args.launcher
     args.new_cfg_keys = []
     if args.cfg_options is not None:

@@ -70,8 +70,8 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(coco_root, tmp_path):
     assert match, said[0]
     ckpt, saved_at = Path(match.group(1)), int(match.group(2))
     assert ckpt.is_file() and 1 <= saved_at < 4  # mid-epoch (after this or the next iteration)
-    assert match.group(3).startswith(f'{CONFIG} --work-dir {tmp_path / "run"}')
-    assert match.group(3).endswith(' --resume')
+    assert match.group(3).startswith(f'{CONFIG} --cfg-options ')
+    assert match.group(3).endswith(f' --work-dir {tmp_path / "run"} --resume')
     assert (tmp_path / 'run' / 'last_checkpoint').read_text().strip() == str(ckpt)
 
     resumed = _train(tmp_path / 'run', coco_root, '--resume')
