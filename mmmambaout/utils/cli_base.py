@@ -506,7 +506,8 @@ def check_cfg_options(cfg, options):
     1. every parent of the key must exist in the config: a dict key, or an index in
        range of a list (a parent that is ``None`` may become a new dict);
     2. a new top-level key must be one that mmengine's Runner reads
-       (:data:`RUNNER_TOP_LEVEL_KEYS`);
+       (:data:`RUNNER_TOP_LEVEL_KEYS`), and may then be set with its sub-keys
+       (``randomness.seed=1`` where the config has no ``randomness``);
     3. a new key under a dict whose ``type`` is a class registered in the config's
        scope must be an argument of that class. That needs the registries, so it is
        returned as ``[(key, parent key path)]`` for ``cli.check_new_cfg_keys``; a new
@@ -533,8 +534,8 @@ def check_cfg_options(cfg, options):
 def _check_cfg_option(cfg, key):
     parts = key.split('.')
     if parts[0] not in cfg:
-        if len(parts) == 1 and parts[0] in RUNNER_TOP_LEVEL_KEYS:
-            return None
+        if parts[0] in RUNNER_TOP_LEVEL_KEYS:
+            return None  # a Runner setting the config leaves at its default (randomness.seed)
         what = (f'the config has no key {parts[0]}' if len(parts) > 1 else
                 f'{parts[0]} is not a key of the config, nor a setting that mmengine\'s '
                 'Runner reads')

@@ -336,6 +336,7 @@ def test_cfg_options_rule():
         'model.arch': 's', 'randomness': dict(seed=0), 'env_cfg.mp_cfg': {},
         'model.init_cfg.checkpoint': 'x.pth', 'param_scheduler.0.end': 5,
         'model._delete_': True, 'optim_wrapper': {}, 'optim_wrapper.optimizer.lr': 1}) == []
+    assert check_cfg_options(cfg, {'randomness.seed': 1}) == []  # a Runner key, not in cfg
     # a new key under a typed dict: checked against the class once registries are loaded
     assert check_cfg_options(cfg, {'model.with_cp': True}) == [('model.with_cp', 'model')]
     for key, words in [('train_speedups', 'it was removed'),

@@ -40,8 +40,10 @@ CONFIGS = {
             'vim': 'configs/demo/upernet_vim_demo.py'},
 }
 MIXERS = {
-    'det': {'hybrid': "('bi_ssm','bi_ssm','bi_ssm','gated_cnn')", 'allssm': "('bi_ssm',)*4"},
-    'seg': {'hybrid': "('bi_ssm','bi_ssm','gated_cnn','gated_cnn')", 'allssm': "('bi_ssm',)*4"},
+    'det': {'hybrid': "('bi_ssm','bi_ssm','bi_ssm','gated_cnn')",
+            'allssm': "('bi_ssm','bi_ssm','bi_ssm','bi_ssm')"},
+    'seg': {'hybrid': "('bi_ssm','bi_ssm','gated_cnn','gated_cnn')",
+            'allssm': "('bi_ssm','bi_ssm','bi_ssm','bi_ssm')"},
 }
 METRICS = {'det': ('coco/bbox_mAP', 'coco/segm_mAP'), 'seg': ('mIoU', )}
 VARIANTS = ('mambaout', 'hybrid', 'allssm', 'vim')
