@@ -92,7 +92,50 @@ def mixer_checks():
         for a, b in zip(*grads):
             assert torch.isfinite(a).all()   # every element written
             assert (a - b).abs().max() < 1e-6
-    return len(shapes)
+    return len(shapes) + mixer_fp16_check()
+
+
+def mixer_fp16_check():
+    """fp16 at large magnitudes: the fused gate computes in float32, so where the
+    composite fp16 backward's intermediate dout * v overflows (300 x 300 > 65504) and
+    meets GELU'(g) ~ 0 (inf * 0 = nan), its gradients stay finite. Against float64, per
+    element: 2^-10 relative (the fp16 rounding of the result, with float32's), plus
+    2^-22 of the factors' product (float32's 1 + erf(g / sqrt 2) loses the small values
+    of the normal CDF below g ~ -4 to cancellation, as PyTorch's CUDA GELU does), plus
+    2^-24 (fp16's subnormal spacing)."""
+    from mmmambaout.ops.gated_conv_mixer.triton import TritonGate
+    hidden, nc = 24, 8
+    g = torch.Generator().manual_seed(0)
+    gate = torch.linspace(-12, 12, hidden)
+    # magnitude 300 where GELU'(g) ~ 0 (dout * v overflows, the true gradient does not),
+    # 100 elsewhere (every true result within fp16's range)
+    amp = torch.where(gate < -5, 300., 100.)
+    uniform = lambda n: (torch.rand(2, 3, 4, n, generator=g) - 0.5) * 2  # noqa: E731
+    y = torch.cat((gate.expand(2, 3, 4, hidden), amp * uniform(hidden)), -1)
+    conv = amp[hidden - nc:] * uniform(nc)
+    dout = amp * uniform(hidden)
+    y, conv, dout = y.half(), conv.half(), dout.half()
+    dy, dconv = torch.zeros_like(y), torch.zeros_like(conv)
+    out = TritonGate.forward(y, conv, hidden)
+    TritonGate.backward(dout, y, conv, hidden, dy, dconv)
+
+    y64, c64, d64 = y.double(), conv.double(), dout.double()
+    gate = y64[..., :hidden]
+    v = torch.cat((y64[..., hidden:2 * hidden - nc], c64), -1)
+    cdf = 0.5 * (1 + torch.erf(gate / 2**0.5))
+    pdf = torch.exp(-0.5 * gate**2) / (2 * torch.pi)**0.5
+    ref_out, ref_dg, ref_dv = gate * cdf * v, d64 * v * (cdf + gate * pdf), d64 * gate * cdf
+    scale_out, scale_dg, scale_dv = (gate * v).abs(), (d64 * v).abs() * (1 + gate.abs()), \
+        (d64 * gate).abs()
+    assert (d64 * v).abs().max() > 65504          # the composite's intermediate overflows
+    for got, ref, scale in ((out, ref_out, scale_out), (dy[..., :hidden], ref_dg, scale_dg),
+                            (dy[..., hidden:2 * hidden - nc], ref_dv[..., :hidden - nc],
+                             scale_dv[..., :hidden - nc]),
+                            (dconv, ref_dv[..., hidden - nc:], scale_dv[..., hidden - nc:])):
+        assert torch.isfinite(got).all()
+        bad = (got.double() - ref).abs() > 2**-10 * ref.abs() + 2**-22 * scale + 2**-24
+        assert not bad.any(), (got.double()[bad][:5], ref[bad][:5])
+    return 1
 
 
 def nms_checks():
