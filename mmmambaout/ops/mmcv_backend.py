@@ -176,8 +176,8 @@ def _roi_align_entries(rois, shape, pooled, spatial_scale, sampling_ratio, align
         ys = (y0[sel, :, None] + torch.arange(yl)).clamp(max=h - 1)
         ys = ys + (rois[sel, 0].long() * h)[:, None, None]
         xs = (x0[sel, :, None] + torch.arange(xl)).clamp(max=w - 1)
-        # written straight into one (2, entries) index buffer: on a busy 2-core CPU every
-        # large op costs a thread wake-up
+        # written straight into one (2, entries) index buffer: on a busy CPU with few cores
+        # every large op costs a thread wake-up
         idx = torch.empty(2, len(sel), ph, pw, yl, xl, dtype=torch.long)
         torch.add((ys * w)[:, :, None, :, None], xs[:, None, :, None, :], out=idx[0])
         idx[1].copy_((sel[:, None] * (ph * pw) + torch.arange(ph * pw)).view(-1, ph, pw, 1, 1))

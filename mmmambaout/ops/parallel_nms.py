@@ -2,8 +2,8 @@
 
 torchvision's CUDA NMS builds the IoU bitmask in parallel, then resolves it in one
 thread block that walks the boxes in score order, one synchronised step per box. For
-the RPN's ~9000 boxes per image that walk is ~4 ms of a single SM while the host waits
-for the result.
+the RPN's ~9000 boxes per image that walk occupies a single SM for milliseconds while the
+host waits for the result (measured: docs/training_speed.md).
 
 Greedy NMS keeps box ``i`` (score order) iff no kept earlier box overlaps it:
 ``keep_i = not any_{j < i} (M[i, j] and keep_j)``, ``M[i, j] = IoU(j, i) > threshold``.

@@ -13,11 +13,12 @@ config may carry its own overrides after ``#``, e.g. without compiled stages:
 ``configs/mask_rcnn_mambaout_t_1x_coco.py#model.backbone.compile_stages=False``. The stock
 components of our configs: ``configs/stock/``.
 
-Host-bound steps (Mask R-CNN is one) move with the host: the same config measured 10-15%
-apart in two processes on one machine. ``--rounds R`` keeps every config built and times
-them R times, config after config, so that drift hits all configs alike; s/iter is then
-the median over all rounds and each round's median is printed too. Peak memory is that of
-the first timed round, less what other configs still hold.
+Host-bound steps (Mask R-CNN is one) move with the host: the same config can measure
+differently in two processes on one machine (docs/training_speed.md). ``--rounds R``
+keeps every config built and times them R times, config after config, so that drift hits
+all configs alike; s/iter is then the median over all rounds and each round's median is
+printed too. Peak memory is that of the first timed round, less what other configs still
+hold.
 
 ``--det-size`` takes one or more ``W H`` pairs; with several, each iteration takes the
 next size in turn, as keep-ratio resizing gives in real training (e.g. to see how

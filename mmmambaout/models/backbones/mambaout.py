@@ -254,9 +254,8 @@ class MambaOut(ArchBackbone):
             activation memory budget (0-1] for the compiled stages: below 1 the backward
             recomputes cheap ops (norms, GELU, gating) instead of keeping their outputs.
             With ``compile_stages=None`` it is the budget ``MambaOutCompileHook`` uses.
-            Mask R-CNN MambaOut-T on an H100 with budget 0.5 (no CUDA graphs): 2.82 GiB
-            peak against 3.91 with the eager blocks, and 0.090 s/iter against 0.106
-            (docs/training_speed.md). None (default) keeps PyTorch's setting.
+            Its effect on memory and speed: docs/training_speed.md. None (default)
+            keeps PyTorch's setting.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=..., prefix=...)``
             loads official / timm / our checkpoints, converting keys on the fly.
 

@@ -1,8 +1,8 @@
 """Ground-truth masks padded to the batch shape only when someone reads them.
 
 mmdet's ``DetDataPreprocessor`` pads every image's bitmap masks to the batch input shape
-with NumPy on the host, each training step (a few ms of host time for 2 images of
-1333x800 with 8 objects: a full copy of every mask). A mask head that builds its targets
+with NumPy on the host, each training step (a full copy of every mask; its host time:
+docs/training_speed.md). A mask head that builds its targets
 on the GPU (:class:`~mmmambaout.models.heads.OnDeviceTargetFCNMaskHead`) only needs the
 masks of the positive proposals' objects, and can pad those on the device.
 

@@ -24,8 +24,8 @@ detection step is host-bound, so those few hundred small ops per step are time.
   mmdet's order (positives, negatives, image by image: the same draws) and one encode
   call. Same labels, weights and targets, bitwise. Synchronisations for two images: 4
   (mmdet's IoU and encode upload small constants, and the one read-back) instead of the
-  26 of the per-image path counted on an H100 (its boolean-mask compaction and
-  ``unmap``s, two IoU, two sampler and two encode calls). Other assigners or samplers,
+  per-image path's (its boolean-mask compaction and ``unmap``s, two IoU, two sampler and
+  two encode calls; counted in docs/training_speed.md). Other assigners or samplers,
   ignored boxes, box types or an image without gts take mmdet's per-image path.
 * loss: all levels of all images in one classification and one regression loss call.
   Each element's loss and gradient are mmdet's; only the sum runs in another order, so

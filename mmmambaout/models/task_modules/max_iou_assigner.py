@@ -39,8 +39,8 @@ class SyncFreeMaxIoUAssigner(MaxIoUAssigner):
     ``perm_repeat_gt_cfg``) is inherited unchanged: on CUDA ``assign`` still
     synchronises once, in mmdet's ``bbox_overlaps`` (``union.new_tensor([eps])`` uploads
     from pageable memory), and with ignored boxes (``ignore_iof_thr > 0``) mmdet's
-    boolean-mask write may add one. Measured on an H100 with 20 gts: mmdet's
-    ``assign_wrt_overlaps`` synchronised 23-24 times, this one 0.
+    boolean-mask write may add one. This ``assign_wrt_overlaps`` synchronises not at
+    all, mmdet's in its Python loop over the gts (counted in docs/training_speed.md).
     """
 
     def assign_wrt_overlaps(self, overlaps: Tensor, gt_labels: Tensor) -> AssignResult:
