@@ -15,7 +15,14 @@ TASK=${1:-det}
 WORK=${DEMO_WORK_DIR:-work_dirs/demo}
 DATA=${DEMO_DATA:-data/demo}
 
-python tools/misc/make_demo_data.py --out "$DATA" --kind all ${DEMO_DATA_ARGS:-}
+case "$TASK" in  # only the data the task trains on
+    det) KIND=coco;; seg) KIND=ade;; *) KIND=all;;
+esac
+python tools/misc/make_demo_data.py --out "$DATA" --kind "$KIND" ${DEMO_DATA_ARGS:-}
+
+newest_log_dir() {  # the newest <timestamp>/ that mmengine made in a work dir
+    ls -d "$1"/[0-9]*_[0-9]*/ 2>/dev/null | sort | tail -n 1 | sed 's#/$##'
+}
 
 run() {  # name config [train.py args]
     local name=$1 config=$2 dir="$WORK/$1"
@@ -27,12 +34,14 @@ run() {  # name config [train.py args]
     fi
     echo "== training $config on the CPU =="
     python tools/train.py "$config" --work-dir "$dir" --cfg-options $data_opts "${@:3}"
-    local ckpt
+    local ckpt train_logs test_logs
     ckpt=$(cat "$dir/last_checkpoint")
+    train_logs=$(newest_log_dir "$dir")
     echo "== evaluating $ckpt and drawing predictions =="
     python tools/test.py "$config" "$ckpt" --work-dir "$dir" --show-dir "$(realpath -m "$dir/predictions")" \
         --cfg-options $data_opts
-    echo "== $name done: checkpoint $ckpt, logs in $dir/<timestamp>/, pictures in $dir/predictions =="
+    test_logs=$(newest_log_dir "$dir")
+    echo "== $name done: checkpoint $ckpt, training log in $train_logs/, evaluation log in $test_logs/, pictures in $(realpath -m "$dir/predictions") =="
 }
 
 case "$TASK" in

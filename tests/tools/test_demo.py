@@ -1,6 +1,7 @@
 """The README's main command, shortened (few images, few iterations): data made,
 training, evaluation with the real metrics, checkpoint and pictures written."""
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -37,3 +38,14 @@ def test_run_demo_end_to_end(tmp_path, task, train_options):
     pictures = list((work / 'predictions').rglob('*.png')) + list((work / 'predictions').rglob('*.jpg'))
     assert pictures, 'no prediction pictures drawn'
     assert f'== {name} done: checkpoint {ckpt}' in log
+    # the paths printed at the end are real: the log dirs of training and of evaluation
+    done = re.search(r'training log in (\S+)/, evaluation log in (\S+)/, pictures in (\S+) ==', log)
+    assert done, log[-2000:]
+    train_logs, test_logs, pictures_dir = (Path(p) for p in done.groups())
+    assert list(train_logs.glob('*.log')) and list(test_logs.glob('*.log'))
+    assert train_logs != test_logs and pictures_dir.is_dir()
+    # quiet: the environment, config and hooks go to the log files only, once each run
+    for noise in ('System environment:', 'Config:', 'Hooks will be executed', 'paramwise_options',
+                  'AmpOptimWrapper'):
+        assert noise not in log, noise
+    assert 'Config:' in next(train_logs.glob('*.log')).read_text()
