@@ -10,10 +10,11 @@ metainfo = dict(  # = mmmambaout.datasets.demo_data.DEMO_METAINFO (a test keeps 
     palette=[(220, 20, 60), (0, 80, 230), (250, 170, 30), (0, 160, 80), (160, 60, 220),
              (0, 200, 220)])
 num_classes = 6
-image_scale = (256, 256)
+image_scale = (224, 224)  # the images are 160 to 256 pixels a side
 
-# Narrower neck and heads (128 instead of 256 channels) and fewer sampled RoIs: the mask
-# head over 512 RoIs of 256 channels alone would cost seconds per step on two CPU cores.
+# Narrower neck and heads (128 instead of 256 channels), fewer sampled RoIs (64 instead of
+# 512 an image: a few shapes each) and training proposals: the mask head over 512 RoIs of
+# 256 channels alone would cost seconds per step on two CPU cores.
 width = 128
 model = dict(
     backbone=dict(arch='femto', drop_path_rate=0.0, init_cfg=None),
@@ -24,7 +25,8 @@ model = dict(
         bbox_head=dict(in_channels=width, fc_out_channels=512, num_classes=num_classes),
         mask_roi_extractor=dict(out_channels=width),
         mask_head=dict(in_channels=width, conv_out_channels=width, num_classes=num_classes)),
-    train_cfg=dict(rcnn=dict(sampler=dict(num=128))))
+    train_cfg=dict(rpn_proposal=dict(nms_pre=1000, max_per_img=500),
+                   rcnn=dict(sampler=dict(num=64))))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -57,13 +59,14 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[3], gamma=0.1),
 ]
-# fp32 (a CPU demo; the base trains with CUDA mixed precision), and from scratch a short
-# schedule needs a larger step than fine-tuning from ImageNet
+# fp32 (a CPU demo; the base trains with CUDA mixed precision); from scratch, a short
+# schedule needs a larger step than fine-tuning from ImageNet; foreach: one step over all
+# parameters of a group (PyTorch's default on the CPU loops over them: ~15x slower here)
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
     constructor='MergedParamGroupsOptimWrapperConstructor',
-    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05),
+    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05, foreach=True),
     paramwise_cfg=dict(norm_decay_mult=0., bias_decay_mult=0., custom_keys={'norm': dict(decay_mult=0.)}))
 # one seed: the demo's numbers are the same run after run (on the same machine)
 randomness = dict(seed=0)
