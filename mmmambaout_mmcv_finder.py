@@ -61,21 +61,28 @@ class _ExtLoader:
 
 
 def load_backend():
-    """``mmmambaout.ops.mmcv_backend``, without running ``mmmambaout/__init__.py`` when
-    mmmambaout is not imported yet (a later ``import mmmambaout`` reuses this module)."""
-    if BACKEND_NAME in sys.modules:
-        return sys.modules[BACKEND_NAME]
+    return load_submodule(BACKEND_NAME)
+
+
+def load_submodule(name):
+    """The module ``name`` of mmmambaout (one that needs no other part of the package),
+    without running ``mmmambaout/__init__.py`` when mmmambaout is not imported yet: that
+    imports torch, mmcv and OpenMMLab. Registered under its own name, so a later
+    ordinary import returns the same module. Also what our tools use to report argument
+    errors before those imports (``mmmambaout.utils.cli_base``)."""
+    if name in sys.modules:
+        return sys.modules[name]
     import importlib.util
     import os
     package = importlib.util.find_spec('mmmambaout')
-    path = os.path.join(package.submodule_search_locations[0], 'ops', 'mmcv_backend.py')
-    spec = importlib.util.spec_from_file_location(BACKEND_NAME, path)
+    path = os.path.join(package.submodule_search_locations[0], *name.split('.')[1:]) + '.py'
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[BACKEND_NAME] = module
+    sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
     except BaseException:
-        del sys.modules[BACKEND_NAME]
+        del sys.modules[name]
         raise
     return module
 

@@ -6,22 +6,11 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+# cli_base needs only the standard library: loaded without the package's __init__ (torch,
+# mmcv, OpenMMLab: seconds), so that argument errors are reported at once
+from mmmambaout_mmcv_finder import load_submodule  # noqa: E402
 
-def _cli_base():
-    """mmmambaout.utils.cli_base (standard library only) without the package's __init__
-    (torch, mmcv, OpenMMLab: seconds), so that argument errors are reported at once."""
-    import importlib.util
-    name = 'mmmambaout.utils.cli_base'
-    if name not in sys.modules:
-        pkg_dir = importlib.util.find_spec('mmmambaout').submodule_search_locations[0]
-        spec = importlib.util.spec_from_file_location(name, osp.join(pkg_dir, 'utils',
-                                                                     'cli_base.py'))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-cli_base = _cli_base()
+cli_base = load_submodule('mmmambaout.utils.cli_base')
 # what the Ctrl-C summary needs: the arguments, the config, the runner once built
 _run = {}
 

@@ -424,20 +424,10 @@ def training_interrupted_message(progress, work_dir, command):
 def light_module(name):
     """Import ``name`` (a module of this package that needs only the standard library,
     mmengine.config, yaml and this module, e.g. ``mmmambaout.utils.dataset_check`` or
-    ``mmmambaout.zoo``) without running the package's ``__init__``. It is registered
-    under its own name, so a later ordinary import returns the same module."""
-    if name not in sys.modules:
-        import importlib.util
-        path = osp.join(_PKG_DIR, *name.split('.')[1:]) + '.py'
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[name]
-            raise
-    return sys.modules[name]
+    ``mmmambaout.zoo``) without running the package's ``__init__``
+    (:func:`mmmambaout_mmcv_finder.load_submodule`)."""
+    from mmmambaout_mmcv_finder import load_submodule
+    return load_submodule(name)
 
 
 # -- the config -------------------------------------------------------------------------
