@@ -108,7 +108,7 @@ class AtomicCheckpointHook(CheckpointHook):
         self.last_ckpt = osp.join(self.out_dir, ckpt_filename)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
         # a checkpoint written on SIGTERM (PreemptionCheckpointHook) is superseded by this one
-        preempted = runner.message_hub.runtime_info.pop('preemption_ckpt', None)
+        preempted = runner.message_hub.pop_info('preemption_ckpt', None)
         self.save_atomically(runner, ckpt_filename, meta)
         if not is_main_process():
             return
