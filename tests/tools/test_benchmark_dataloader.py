@@ -35,7 +35,7 @@ def test_demo_config_main_process(coco_root):
     assert 'versions: python' in out.stdout and 'mmdet' in out.stdout
     total, per_worker = rates(out.stdout)[0]
     assert total > 0 and per_worker == total  # 0 workers: the main process is one worker
-    assert 'Resize((224, 224))' in out.stdout  # the demo config's image_scale
+    assert 'Resize((192, 192))' in out.stdout  # the demo config's image_scale
 
 
 def test_full_coco_pipeline_gpu_estimate_and_json(coco_root, tmp_path):
