@@ -222,7 +222,7 @@ def _url_filename(url: str) -> str:
 
 
 def _manual_hint(url: str, path: str) -> str:
-    return (f'\nIf this machine is offline, download {url} elsewhere and place the file at\n'
+    return (f'\nIf you are offline, download {url} elsewhere and place the file at\n'
             f'    {path}\n(cache folder: ${CACHE_ENV} if set, else $TORCH_HOME/hub/checkpoints).')
 
 

@@ -231,7 +231,7 @@ def refusal_message(path, what, name=None):
              'tensor data' if name else
              'unpickling it needs objects that are not tensors or plain containers')
     return (f'{what}: refused to load {path}: {needs}. A checkpoint that runs code when it '
-            'is loaded can do anything on this machine, so it is not loaded. Use a plain '
+            'is loaded can do anything your user account can, so it is not loaded. Use a plain '
             'weights file from a source you trust: a state dict of tensors '
             '(torch.save(model.state_dict(), path)) or a .safetensors file.')
 
