@@ -95,6 +95,24 @@ def _strip_prefix(state_dict, prefix):
     return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
+def _select_prefix(state_dict, prefix, source):
+    """The keys under ``prefix`` (``'backbone'`` or ``'backbone.'``), prefix removed;
+    an error naming ``source`` if there are none."""
+    prefix = prefix if prefix.endswith('.') else prefix + '.'
+    selected = _strip_prefix(state_dict, prefix)
+    if not selected:
+        raise ValueError(f'no key of {source} starts with prefix {prefix!r}; first keys: '
+                         f'{list(state_dict)[:5]}')
+    return selected
+
+
+def _strip_module(state_dict):
+    """Keys saved from a DataParallel / DDP wrapper lose their ``module.``."""
+    if state_dict and all(k.startswith('module.') for k in state_dict):
+        return _strip_prefix(state_dict, 'module.')
+    return state_dict
+
+
 def load_converted_state_dict(module, state_dict: dict, source,
                               expected_missing: Optional[str] = None):
     """Load ``state_dict`` (our layout) into ``module`` non-strictly and report.
@@ -193,15 +211,9 @@ def load_mambaout_state_dict(checkpoint, prefix: Optional[str] = None) -> dict:
         state_dict = extract_state_dict(load_checkpoint_file(checkpoint))
         source = repr(checkpoint)
     if prefix:
-        prefix = prefix if prefix.endswith('.') else prefix + '.'
-        selected = _strip_prefix(state_dict, prefix)
-        if not selected:
-            raise ValueError(f'no key of {source} starts with prefix {prefix!r}; first keys: '
-                             f'{list(state_dict)[:5]}')
-        state_dict = selected
+        state_dict = _select_prefix(state_dict, prefix, source)
     else:
-        if state_dict and all(k.startswith('module.') for k in state_dict):
-            state_dict = _strip_prefix(state_dict, 'module.')
+        state_dict = _strip_module(state_dict)
         if any(k.startswith('backbone.') for k in state_dict) and not any(
                 k.startswith(('stem.', 'stages.', 'downsample_layers.')) for k in state_dict):
             backbone = _strip_prefix(state_dict, 'backbone.')
@@ -230,19 +242,13 @@ def load_vim_state_dict(checkpoint, prefix: Optional[str] = None, return_args: b
     args = raw.get('args') if isinstance(raw, dict) else None
     state_dict = extract_state_dict(raw)
     if prefix:
-        prefix = prefix if prefix.endswith('.') else prefix + '.'
-        selected = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-        if not selected:
-            raise ValueError(f'no key of {checkpoint!r} starts with prefix {prefix!r}; first '
-                             f'keys: {list(state_dict)[:5]}')
-        state_dict = selected
+        source = repr(checkpoint) if isinstance(checkpoint, str) else 'the given state dict'
+        state_dict = _select_prefix(state_dict, prefix, source)
     else:
-        if state_dict and all(k.startswith('module.') for k in state_dict):
-            state_dict = {k[7:]: v for k, v in state_dict.items()}
+        state_dict = _strip_module(state_dict)
         if any(k.startswith('backbone.') for k in state_dict) and 'pos_embed' not in state_dict:
-            out = {k[9:]: v for k, v in state_dict.items() if k.startswith('backbone.')}
-            out.update({'head.' + k[8:]: v for k, v in state_dict.items()
-                        if k.startswith('head.fc.')})
+            out = _strip_prefix(state_dict, 'backbone.')
+            out.update({'head.' + k: v for k, v in _strip_prefix(state_dict, 'head.fc.').items()})
             state_dict = out
     state_dict = {k: v for k, v in state_dict.items() if not k.startswith('rope.')}
     return (state_dict, args) if return_args else state_dict
