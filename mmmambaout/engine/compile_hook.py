@@ -15,9 +15,14 @@ names this hook, and the hook chooses in ``before_train``:
   training steps) when ``cuda_graphs`` is on, the optimizer wrapper accumulates no
   gradients and the run is one process; else ``True`` (compiled, no graphs).
 
-Testing and inference (``tools/test.py``, the Inferencers) never run ``before_train``,
-so they keep the eager stages. Measurements: docs/training_speed.md.
+Only training steps run compiled: validation inside training, testing and inference run
+the stages eagerly (see ``MambaOutStage``). Each stage compiles one graph with symbolic
+H and W. Inductor keeps what it compiled in its cache, ``$TORCHINDUCTOR_CACHE_DIR``
+(default ``/tmp/torchinductor_$USER``), so a later run of the same config on the same
+machine skips most of the compilation; the hook logs where that cache is.
+Measurements: docs/training_speed.md.
 """
+import os
 from typing import Optional
 
 from mmengine.dist import get_world_size
@@ -38,6 +43,13 @@ def compile_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def inductor_cache_dir() -> str:
+    """Where inductor caches compiled graphs and kernels: ``$TORCHINDUCTOR_CACHE_DIR``,
+    else its default (torch >= 2.5), without creating the folder."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    return os.environ.get('TORCHINDUCTOR_CACHE_DIR') or default_cache_dir()
 
 
 def compile_mode(cuda_graphs: bool, accumulative_counts: int, world_size: int):
@@ -85,5 +97,5 @@ class MambaOutCompileHook(Hook):
             backbone.compile_blocks(mode, budget)
             runner.logger.info(
                 f'MambaOutCompileHook: MambaOut stages compiled (mode {mode!r}, memory budget '
-                f'{budget}); the first iterations compile. '
+                f'{budget}); the first iterations compile (cache: {inductor_cache_dir()}). '
                 'model.backbone.compile_stages=False keeps them eager')

@@ -8,6 +8,7 @@ fresh interpreter with the variable set (``python this_file.py``). Tolerances: r
 L2 1e-5 against the float64 recurrence (scan, float32 inputs) and max abs 1e-6 against
 the PyTorch elementwise passes (mixer, float32); NMS keeps exactly torchvision's boxes.
 """
+import inspect
 import os
 import subprocess
 import sys
@@ -176,6 +177,24 @@ def test_triton_kernels_under_interpreter(which):
     assert 'cases passed' in proc.stdout
 
 
+def fix_interpreter_index():
+    """Triton 3.6's interpreter converts a runtime scalar (a one-element array) to an
+    index with ``int(array)``, which NumPy >= 2.4 refuses for arrays of one dimension, so
+    ``range(0, n)`` over a kernel argument fails there ("only 0-dimensional arrays can be
+    converted to Python scalars"). Triton 3.8 squeezes first; do the same on versions
+    without that fix. Interpreter only: compiled kernels never see NumPy."""
+    from triton.runtime import interpreter
+    original = interpreter._patch_lang_tensor
+    if 'squeeze' in inspect.getsource(original):
+        return
+
+    def patch(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, '__index__', lambda self: int(self.handle.data.squeeze()))
+    interpreter._patch_lang_tensor = patch
+
+
 if __name__ == '__main__':
+    fix_interpreter_index()
     n = {'scan': scan_checks, 'mixer': mixer_checks, 'nms': nms_checks}[sys.argv[1]]()
     print(f'{sys.argv[1]}: {n} cases passed')

@@ -159,10 +159,13 @@ class MambaOutStage(nn.Module):
     :func:`compiled_blocks_runner` under that name. Only the blocks: they are where the
     ~20 small ops per block sit; the downsample is one conv and one LayerNorm.
 
-    CUDA graph modes apply to training steps only: without grad (validation, testing) or
-    with the stage frozen, the blocks run the same compilation without graphs. Chained
-    inference graphs can fail in CUDA graph trees (pytorch#160281), and a validation
-    loop's many input sizes would each pay a recording for a few replays.
+    Compilation serves training steps. Without grad (validation, testing, inference) the
+    blocks run eagerly (fused mixer): there each new input size would cost a compilation
+    or a CUDA graph recording that a few images do not pay back, so validation inside
+    training runs exactly as fast as an eager model from its first image (measured:
+    docs/benchmarks.md). A frozen stage in training runs the same compilation without
+    graphs (no backward to replay). H and W are marked dynamic on the first call, so a
+    stage compiles one graph for all input sizes instead of a static one first.
     """
 
     def __init__(self, in_channels, out_channels, depth, drop_path_rates, downsample,
@@ -180,10 +183,13 @@ class MambaOutStage(nn.Module):
 
     def forward(self, x):
         x = self.downsample(x)
-        if self.compile_name is not None:
+        if self.compile_name is not None and torch.is_grad_enabled():
             mode = self.compile_mode
-            if not (torch.is_grad_enabled() and next(self.blocks.parameters()).requires_grad):
+            if not next(self.blocks.parameters()).requires_grad:
                 mode = GRAPH_FREE_MODES.get(mode, mode)
+            # one graph for every H, W (NHWC dims 1, 2): detection sizes vary per batch
+            torch._dynamo.maybe_mark_dynamic(x, 1)
+            torch._dynamo.maybe_mark_dynamic(x, 2)
             run = compiled_blocks_runner(self.compile_name, mode, self.compile_memory_budget)
             try:
                 return run(self.blocks, x)

@@ -36,10 +36,11 @@ def compiled_blocks_runner(name: str, mode: str = 'default',
     depth, so one shared function (or ``compile()`` on every block: they share
     ``GatedCNNBlock.forward``) pools all their graphs in one cache and runs into that
     limit. Here each name gets a copy of the code object under a name of its own, so each
-    stage has its own cache and budget: one graph per input size and grad mode at first
-    (static shapes), and after a size change a graph with dynamic H, W (``dynamic=None``:
-    automatic dynamic) where inductor keeps them symbolic. The limit is left as it is: a
-    stage past it keeps its graphs and runs eager (fused mixer) for new shapes.
+    stage has its own cache and budget. Shapes follow dynamo's rules (``dynamic=None``):
+    dims the caller marks dynamic (``MambaOutStage`` marks H and W) stay symbolic in the
+    first graph; others are static at first and become symbolic after a change
+    (automatic dynamic). The limit is left as it is: a stage past it keeps its graphs and
+    runs eager (fused mixer) for new shapes.
 
     With ``mode='reduce-overhead'`` this sets inductor's
     ``triton.cudagraph_dynamic_shape_warn_limit`` to None for the process (the one

@@ -162,7 +162,7 @@ def test_cuda_same_as_fused_eager(mixer_backends, dtype, rtol):
 def test_cuda_graphs_same_as_eager_over_sizes_and_modes():
     """What MambaOutCompileHook picks for detectors on CUDA: CUDA graphs with memory budget
     0.5. Each size is seen three times (warm-up, recording, replay), sizes alternating,
-    then inference (compiled without graphs): eager's outputs and gradients every time
+    then inference (eager): eager's outputs and gradients every time
     (rtol 1e-4: TF32-free fp32, fused kernels sum in another order)."""
     eager, compiled = pair('cuda', dict(compile_stages='reduce-overhead',
                                         compile_memory_budget=0.5))
@@ -177,9 +177,9 @@ def test_cuda_graphs_same_as_eager_over_sizes_and_modes():
                 assert close(a, b, 1e-4), size
 
 
-def test_cuda_graphs_for_training_steps_only(monkeypatch):
-    """Graph modes run where a backward follows; without grad or frozen, the same
-    compilation without graphs."""
+def test_compiled_for_training_steps_only(monkeypatch):
+    """Graph modes run where a backward follows; a frozen stage runs the same compilation
+    without graphs; without grad (validation, inference) nothing is compiled."""
     modes = []
 
     def runner(name, mode='default', memory_budget=None):
@@ -199,10 +199,31 @@ def test_cuda_graphs_for_training_steps_only(monkeypatch):
         modes.clear()
         with torch.no_grad():
             model(x)
-        assert [m for _, m, _ in modes] == [graph_free] * 2
+        assert modes == []
         modes.clear()
         MambaOut(ARCH, out_indices=OUT, compile_stages=compile_stages, frozen_stages=1)(x)
         assert [m for _, m, _ in modes] == [graph_free, mode]
+
+
+def test_one_graph_per_stage_for_all_sizes(aot_eager):
+    """H and W are dynamic from the first call: three sizes (H != W, as detection
+    batches are), one graph per stage, and eager's results for each."""
+    eager, compiled = pair()
+    counters.clear()
+    for size in [(40, 56), (72, 48), (64, 96)]:
+        check_same(eager, compiled, size, rtol=1e-6)
+    assert counters['stats']['unique_graphs'] == len(ARCH['depths'])
+
+
+def test_inference_is_eager(aot_eager):
+    """Without grad no stage compiles, whatever the sizes: eager's outputs exactly."""
+    eager, compiled = pair()
+    counters.clear()
+    with torch.no_grad():
+        for size in [(40, 56), (72, 48)]:
+            x = torch.randn(1, 3, *size)
+            assert all(torch.equal(a, b) for a, b in zip(eager(x), compiled(x)))
+    assert counters['stats']['unique_graphs'] == 0
 
 
 def test_compile_mode():
