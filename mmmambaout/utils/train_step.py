@@ -1,7 +1,7 @@
 """Build one training step of any config (model, optimizer wrapper, synthetic batch).
 
-Shared by the training-step benchmark and profiler in ``tools/analysis``: both must time
-exactly the same step. Upstream configs are named ``mmdet::path/in/their/configs.py`` or
+Shared by the benchmarks and the profiler in ``tools/analysis``: they must time exactly
+the same model and step. Upstream configs are named ``mmdet::path/in/their/configs.py`` or
 ``mmseg::...``.
 """
 import os.path as osp
@@ -31,22 +31,9 @@ def build_train_step(name, device, amp=False, batch=2, det_size=(1333, 800),
     components); a ``MambaOutCompileHook`` in the config is applied as in training
     (on CUDA with Triton); pretrained init is off, SyncBN becomes BN, ``amp`` swaps in an
     ``AmpOptimWrapper`` with dynamic loss scale (and forces it off when ``False``)."""
-    from mmengine.model import revert_sync_batchnorm
     from mmengine.optim import build_optim_wrapper
-    from mmengine.registry import MODELS, init_default_scope
-    name, _, overrides = name.partition('#')
-    cfg = resolve_config(name)
-    cfg_options = dict(cfg_options or {})
-    cfg_options.update(parse_cfg_options(overrides.split(',') if overrides else []))
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    disable_pretrained(cfg.model)
-    scope = cfg.default_scope
-    init_default_scope(scope)
-    __import__(f'{scope}.models')
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    model = revert_sync_batchnorm(model).to(device).train()
+    cfg, model = build_model(name, device, cfg_options)
+    model.train()
     optim_cfg = cfg.optim_wrapper.copy()
     if amp:
         optim_cfg.update(type='AmpOptimWrapper', loss_scale='dynamic')
@@ -57,6 +44,26 @@ def build_train_step(name, device, amp=False, batch=2, det_size=(1333, 800),
     apply_compile_hooks(cfg, model, optim_wrapper)
     data = batch_for(cfg, batch, det_size, seg_size, objects=objects)
     return cfg, model, optim_wrapper, data
+
+
+def build_model(name, device, cfg_options=None):
+    """``(cfg, model)`` of config ``name`` (overrides after ``#`` as in
+    :func:`build_train_step`, then ``cfg_options``), initialised from scratch (pretrained
+    init off), SyncBN reverted to BN, on ``device``."""
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.registry import MODELS, init_default_scope
+    name, _, overrides = name.partition('#')
+    cfg = resolve_config(name)
+    cfg_options = dict(cfg_options or {})
+    cfg_options.update(parse_cfg_options(overrides.split(',') if overrides else []))
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    disable_pretrained(cfg.model)
+    init_default_scope(cfg.default_scope)
+    __import__(f'{cfg.default_scope}.models')
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return cfg, revert_sync_batchnorm(model).to(device)
 
 
 def apply_compile_hooks(cfg, model, optim_wrapper):
