@@ -170,7 +170,9 @@ def check_new_cfg_keys(cfg, new_keys):
     config did not have, set under a dict whose ``type`` is a registered class, must be
     an argument of that class: a parameter of its ``__init__``, or of a base class's
     ``__init__`` that it reaches through ``**kwargs`` (e.g. ``model.backbone.with_cp=True``
-    is one; ``model.backbone.drop_path_rat=0.1`` is not). When the class cannot be told
+    is one; ``model.backbone.drop_path_rat=0.1`` is not; a key with sub-keys sets the
+    argument named after the parent: ``train_dataloader.dataset.metainfo.classes=...``
+    sets ``metainfo``). When the class cannot be told
     (no ``type``, a name registered as different objects, a signature that cannot be
     read, ``**kwargs`` of a function) the key is accepted.
 
@@ -182,16 +184,17 @@ def check_new_cfg_keys(cfg, new_keys):
         node = cli_base.get_key_path(cfg, parent_path)
         if not isinstance(node, dict):
             continue
-        leaf = key.rsplit('.', 1)[-1]
+        leaf = key[len(parent_path) + 1:].split('.')[0]   # the argument the key sets
         obj = registered_type(node.get('type'), scope)
         if obj is None or _init_accepts(obj, leaf) is not False:
             continue
         name = getattr(obj, '__name__', str(node.get('type')))
         params = sorted(_init_parameters(obj))
         candidates = [f'{parent_path}.{p}' for p in params] + cli_base.config_keys(cfg)
+        missing = '' if key.endswith('.' + leaf) else f'the config has no {parent_path}.{leaf}, and '
         raise UserError(cli_base.unknown_key_message(
-            key, f'{name} ({parent_path}.type) has no argument {leaf!r}; its arguments: '
-            f'{", ".join(params)}', None, candidates))
+            key, f'{missing}{name} ({parent_path}.type) has no argument {leaf!r}; its '
+            f'arguments: {", ".join(params)}', None, candidates))
 
 
 def registered_type(type_, scope):

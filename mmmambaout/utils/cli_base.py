@@ -499,10 +499,11 @@ def check_cfg_options(cfg, options):
        (:data:`RUNNER_TOP_LEVEL_KEYS`), and may then be set with its sub-keys
        (``randomness.seed=1`` where the config has no ``randomness``);
     3. a new key under a dict whose ``type`` is a class registered in the config's
-       scope must be an argument of that class. That needs the registries, so it is
-       returned as ``[(key, parent key path)]`` for ``cli.check_new_cfg_keys``; a new
-       key under a dict without ``type`` (``env_cfg``, ``model.train_cfg.rcnn``) is
-       accepted;
+       scope must be an argument of that class, and may then be set with its sub-keys
+       (``train_dataloader.dataset.metainfo.classes=...``: ``metainfo`` is the
+       argument). That needs the registries, so it is returned as ``[(key, parent key
+       path)]`` for ``cli.check_new_cfg_keys``; a new last key under a dict
+       without ``type`` (``env_cfg``, ``model.train_cfg.rcnn``) is accepted;
     4. keys containing ``_delete_``, and keys below another key of the same
        ``--cfg-options``, are not checked.
 
@@ -550,11 +551,13 @@ def _check_cfg_option(cfg, key):
         if part in node:
             node, path = node[part], path + [part]
             continue
+        if 'type' in node:   # the class's argument `part`, checked with the registries
+            return key, here
         if i != len(parts) - 1:
             raise UserError(unknown_key_message(
                 key, f'the config has no {here}.{part} ({here} has: '
                 f'{", ".join(map(str, node))})', None, config_keys(cfg)))
-        return (key, here) if 'type' in node else None
+        return None
     return None
 
 

@@ -137,12 +137,11 @@ def _cases(f):
                  'model.backbone.arch=tinyy'),
         'typo_arg': (train, DET, *wd, '--cfg-options', *coco, 'model.backbone.drop_path_rat=0.1'),
         'whole_model': (test, DET, f['whole_model'], *wd, '--cfg-options', *coco),
+        'missing_parent': (train, DET, *wd, '--cfg-options', *coco, 'model.bakbone.arch=tiny'),
         # need the config (mmengine's Config.fromfile)
         'dataset': (train, DET, *wd, '--cfg-options',
                     f'train_dataloader.dataset.data_root={f["tmp"]}/nowhere/'),
         'removed_key': (train, DET, *wd, '--cfg-options', 'train_speedups=False'),
-        'missing_parent': (test, DET, f['text'].with_name('good.pth'), *wd, '--cfg-options',
-                           'model.bakbone.arch=tiny'),
         'load_from': (train, DET, *wd, '--cfg-options', f'load_from={f["tmp"]}/nothere.pth'),
         'init_cfg': (train, DET, *wd, '--cfg-options',
                      f'model.backbone.init_cfg.checkpoint={f["tmp"]}/pretrained.pth'),
@@ -338,10 +337,13 @@ def test_cfg_options_rule():
         'model._delete_': True, 'optim_wrapper': {}, 'optim_wrapper.optimizer.lr': 1}) == []
     assert check_cfg_options(cfg, {'randomness.seed': 1}) == []  # a Runner key, not in cfg
     # a new key under a typed dict: checked against the class once registries are loaded
+    # (with sub-keys too: the argument is the first new key, `backbone` here)
     assert check_cfg_options(cfg, {'model.with_cp': True}) == [('model.with_cp', 'model')]
+    assert check_cfg_options(cfg, {'model.backbone.arch': 't'}) == [('model.backbone.arch',
+                                                                      'model')]
     for key, words in [('train_speedups', 'it was removed'),
                        ('modle.arch', 'the config has no key modle'),
-                       ('model.backbone.arch', 'the config has no model.backbone'),
+                       ('env_cfg.dist.backend', 'the config has no env_cfg.dist'),
                        ('param_scheduler.1.end', "'1' is not an index of it (0 to 0)"),
                        ('model.arch.depth', "model.arch is 'tiny', not a dict")]:
         with pytest.raises(UserError, match='--cfg-options ' + key.replace('.', r'\.')) as err:
@@ -385,3 +387,22 @@ def test_checkpoints_are_not_described_as_something_else(tmp_path):
     for name in ('new.pth', 'old.pth'):
         assert all(g.startswith(('torch.', 'collections.')) for g in
                    pickled_globals(str(tmp_path / name))), name
+
+
+def test_new_argument_with_sub_keys():
+    """Rule 3 with sub-keys, against the registries: ``metainfo`` is an argument of
+    CocoDataset (through BaseDataset), so its ``classes`` may be set; a misspelt
+    argument is refused, naming the class and the closest key."""
+    from mmengine.config import Config
+
+    from mmmambaout.utils import cli
+    from mmmambaout.utils.cli_base import UserError, check_cfg_options
+    cfg = Config.fromfile(os.path.join(ROOT, DET))
+    key = 'train_dataloader.dataset.metainfo.classes'
+    pending = check_cfg_options(cfg, {key: ('disc', 'ring')})
+    assert pending == [(key, 'train_dataloader.dataset')]
+    cli.check_new_cfg_keys(cfg, pending)
+    bad = check_cfg_options(cfg, {'train_dataloader.dataset.metainfoo.classes': ('disc', )})
+    with pytest.raises(UserError, match="(?s)the config has no train_dataloader.dataset.metainfoo"
+                                        ", and CocoDataset .*has no argument 'metainfoo'"):
+        cli.check_new_cfg_keys(cfg, bad)

@@ -24,6 +24,7 @@ import json
 import os
 import os.path as osp
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -42,6 +43,9 @@ def parse_args(argv=None):
     p.add_argument('--tolerance', type=float, default=1.25,
                    help='steady once every 10-iteration median stays within this factor')
     p.add_argument('--out', help='also write the per-iteration times as JSON here')
+    p.add_argument('--timeout', type=float, default=None,
+                   help='stop training (Ctrl-C, as a user would) after this many seconds '
+                        'and report the iterations that ran')
     p.epilog = 'after --: arguments for tools/train.py'
     argv = sys.argv[1:] if argv is None else list(argv)
     cut = argv.index('--') if '--' in argv else len(argv)
@@ -110,9 +114,15 @@ def main(argv=None):
     print(f'device: {device}; torch {torch.__version__} (CUDA {torch.version.cuda}); '
           f'TORCHINDUCTOR_CACHE_DIR={os.environ.get("TORCHINDUCTOR_CACHE_DIR", "(default)")}')
     launch = time.time()
-    rc = subprocess.call(cmd)
+    proc = subprocess.Popen(cmd)
+    try:
+        rc = proc.wait(timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait()
+        print(f'stopped after {args.timeout:.0f} s (--timeout)')
     total = time.time() - launch
-    if rc:
+    if rc and rc != 130:
         raise SystemExit(f'tools/train.py exited with {rc}')
     first, times, val = iteration_times(args.work_dir)
     elapsed = [first - launch]
