@@ -21,8 +21,10 @@ seen (trust on first use). A file that does not match is deleted and
 modification time differs from the record. Downloads of the same file by several
 processes (one per GPU) are serialised with a lock file.
 
-Only the standard library is imported at module import time; tqdm and yaml are imported
-when needed.
+Only the standard library (and ``mmmambaout.utils.cli_base``, which needs no more) is
+imported at module import time; tqdm and yaml are imported when needed. Download and
+checksum errors are :class:`~mmmambaout.utils.cli_base.UserError`: our tools print them
+as one line.
 """
 import hashlib
 import http.client
@@ -35,6 +37,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Dict, Optional
 
+from mmmambaout_mmcv_finder import load_submodule
+
 CACHE_ENV = 'MMMAMBAOUT_CACHE'
 HASH_RECORD_NAME = 'mmmambaout_hashes.json'
 _CHUNK = 1 << 20
@@ -46,11 +50,16 @@ __all__ = [
 ]
 
 
-class CheckpointDownloadError(OSError):
+# our tools report a UserError as one `error:` line without a traceback; cli_base is
+# loaded without the package's __init__, as this module is by tools/download_checkpoint.py
+UserError = load_submodule('mmmambaout.utils.cli_base').UserError
+
+
+class CheckpointDownloadError(UserError, OSError):
     """A checkpoint could not be downloaded (offline, HTTP error, cut off too often)."""
 
 
-class ChecksumMismatchError(RuntimeError):
+class ChecksumMismatchError(UserError, RuntimeError):
     """A checkpoint's SHA-256 differs from the expected one (the file was deleted)."""
 
 

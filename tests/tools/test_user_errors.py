@@ -36,6 +36,9 @@ class _RunsCode:
         return (os.system, ('echo pwned',))
 
 
+DEMO_CLASSES = "('disc','square','triangle','ring','star','cross')"
+
+
 def _run(*args, env=None, timeout=300):
     return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True,
                           text=True, env=env or ENV, timeout=timeout)
@@ -118,7 +121,7 @@ def files(tmp_path_factory):
     (wd / '20250101_000000' / 'vis_data' / 'scalars.json').write_text('{"loss": 1.0}\n')
     f['snapshot'] = _snapshot(wd)
     subprocess.run([sys.executable, 'tools/misc/make_demo_data.py', '--out', str(d / 'demo'),
-                    '--kind', 'ade', '--num-train', '8', '--num-val', '2', '--min-size', '64',
+                    '--kind', 'all', '--num-train', '8', '--num-val', '2', '--min-size', '64',
                     '--max-size', '96'], cwd=ROOT, env=ENV, check=True, capture_output=True)
     f['ade'] = d / 'demo' / 'ade' / 'ADEChallengeData2016'
     f['tmp'] = d
@@ -137,6 +140,17 @@ def _cases(f):
                  'model.backbone.arch=tinyy'),
         'typo_arg': (train, DET, *wd, '--cfg-options', *coco, 'model.backbone.drop_path_rat=0.1'),
         'whole_model': (test, DET, f['whole_model'], *wd, '--cfg-options', *coco),
+        # a pretrained checkpoint that cannot be downloaded (nothing listens on port 9)
+        # (the demo images, whose classes are set with sub-keys of a new argument)
+        'offline': lambda: _run(
+            train, DET, '--work-dir', f['tmp'] / 'offline', '--cfg-options',
+            *_data_roots(f['tmp'] / 'demo' / 'coco'),
+            *[f'{k}_dataloader.dataset.metainfo.classes={DEMO_CLASSES}'
+              for k in ('train', 'val', 'test')],
+            *[f'{k}_evaluator.ann_file={f["tmp"]}/demo/coco/annotations/instances_val2017.json'
+              for k in ('val', 'test')],
+            'model.backbone.init_cfg.checkpoint=http://127.0.0.1:9/mambaout_tiny.pth',
+            env=dict(ENV, MMMAMBAOUT_CACHE=str(f['tmp'] / 'cache'))),
         'missing_parent': (train, DET, *wd, '--cfg-options', *coco, 'model.bakbone.arch=tiny'),
         # need the config (mmengine's Config.fromfile)
         'dataset': (train, DET, *wd, '--cfg-options',
@@ -230,6 +244,8 @@ def test_missing_dataset(runs, files):
     ('init_cfg', ['model.backbone.init_cfg.checkpoint: checkpoint not found',
                   'pretrained.pth', 'model.backbone.init_cfg=None']),
     ('converter_missing', ['SRC: checkpoint not found', 'mambaout_tiny.pth']),
+    ('offline', ['could not download http://127.0.0.1:9/mambaout_tiny.pth',
+                 'If you are offline, download', 'cache', 'mambaout_tiny.pth']),
     ('zoo_name', ["'mambaout_tiny_in1kk' is not in the model zoo",
                   'Did you mean: mambaout_tiny_in1k']),
 ])
