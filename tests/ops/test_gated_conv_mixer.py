@@ -52,6 +52,16 @@ def test_fused_matches_reference_cpu(shape, hidden, conv_channels, bias, dtype, 
         assert (r - f).abs().max().item() <= tol * max(1., r.abs().max().item()), name
 
 
+def test_weight_gradient_in_the_weight_layout():
+    """The conv runs channels-last, whose weight gradient has strides [k*k, 1, k, 1];
+    the op returns it contiguous, the weight's own layout (DDP's gradient buckets would
+    otherwise copy it on every step and warn "Grad strides do not match bucket view
+    strides")."""
+    y, w, b, dout = make_inputs((2, 9, 11), 16, 8, dtype=torch.float32)
+    gated_conv_mixer(y, w, b, 16, backend='fused').backward(dout)
+    assert w.grad.is_contiguous() and w.grad.stride() == w.stride()
+
+
 def test_fused_gradcheck_float64():
     y, w, b, _ = make_inputs((1, 5, 6), 12, 5, kernel=3)
     assert torch.autograd.gradcheck(

@@ -10,8 +10,8 @@ Backends:
 
 * ``'reference'``: the composite PyTorch ops (split, conv, GELU, cat, mul), any device;
   what the fused path is tested against.
-* ``'fused'``: one ``autograd.Function``. Forward: the depthwise conv (cuDNN / oneDNN,
-  channels-last), then GELU, gating and the concatenation in one elementwise pass.
+* ``'fused'``: one ``autograd.Function``. Forward: the depthwise conv (cuDNN / oneDNN;
+  channels-last, or NCHW for float32 on CUDA, see ``_conv_layout``), then GELU, gating and the concatenation in one elementwise pass.
   Backward: one elementwise pass writes the gradients of ``g`` and ``i`` straight into
   the gradient of ``y`` and the gradient of the conv output; the conv backward fills
   the ``c`` slice. It saves only ``y`` and the conv output for the backward (the
@@ -53,9 +53,21 @@ def _split_sizes(y, weight, hidden):
     return hidden, hidden - conv_channels, conv_channels
 
 
+def _conv_layout(c):
+    """Memory format for the depthwise conv of ``c``. Channels-last, except float32 on
+    CUDA: there cuDNN builds a plan per new input shape for channels-last depthwise
+    convs (about 0.4 s per shape for forward and backward on an H200, 0.7-2 s in fp16),
+    while PyTorch's NCHW depthwise kernels need no plan and are faster in float32. In
+    fp16 / bf16 channels-last stays faster per call (measured: docs/benchmarks.md)."""
+    if c.is_cuda and c.dtype == torch.float32:
+        return torch.contiguous_format
+    return torch.channels_last
+
+
 def _dwconv(c, weight, bias):
-    """Depthwise conv of an NHWC tensor, run channels-last; NHWC contiguous out."""
-    c = c.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+    """Depthwise conv of an NHWC tensor (layout: :func:`_conv_layout`); NHWC contiguous out."""
+    c = c.permute(0, 3, 1, 2)
+    c = c.contiguous(memory_format=_conv_layout(c))
     out = F.conv2d(c, weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])
     return out.permute(0, 2, 3, 1).contiguous()
 
@@ -122,17 +134,22 @@ class _GatedConvMixer(torch.autograd.Function):
         dconv = torch.empty_like(conv)
         impl.backward(dout.contiguous(), y, conv, hidden, dy, dconv)
         # the conv input is re-read from y (a strided slice) instead of saving a copy
-        c = y[..., 2 * hidden - nc:].permute(0, 3, 1, 2).contiguous(
-            memory_format=torch.channels_last)
+        c = y[..., 2 * hidden - nc:].permute(0, 3, 1, 2)
+        layout = _conv_layout(c)
+        c = c.contiguous(memory_format=layout)
         pad = w.shape[-1] // 2
         dc, dw, db = torch.ops.aten.convolution_backward(
-            dconv.permute(0, 3, 1, 2), c, w, [nc] if ctx.has_bias else None,
+            dconv.permute(0, 3, 1, 2).contiguous(memory_format=layout), c, w,
+            [nc] if ctx.has_bias else None,
             [1, 1], [pad, pad], [1, 1], False, [0, 0], nc,
             [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias])
         if ctx.needs_input_grad[0]:
             dy[..., 2 * hidden - nc:] = dc.permute(0, 2, 3, 1)
         return (dy if ctx.needs_input_grad[0] else None,
-                dw.to(ctx.weight_dtype) if dw is not None else None,
+                # in the weight's own (contiguous) layout: a channels-last conv returns
+                # strides [k*k, 1, k, 1], which DDP would copy into its buckets each step
+                dw.to(ctx.weight_dtype, memory_format=torch.contiguous_format)
+                if dw is not None else None,
                 db.to(ctx.bias_dtype) if ctx.has_bias and db is not None else None, None)
 
 
