@@ -62,6 +62,35 @@ def test_weight_gradient_in_the_weight_layout():
     assert w.grad.is_contiguous() and w.grad.stride() == w.stride()
 
 
+def test_no_ddp_stride_warning(tmp_path):
+    """DDP (gloo, one process) over a module using the fused op: no "Grad strides do not
+    match bucket view strides" warning. (The composite ops do warn: autograd's
+    channels-last conv returns the weight gradient with strides [k*k, 1, k, 1].)"""
+    import warnings
+
+    import torch.distributed as dist
+
+    class Mixer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(8, 8, 7, padding=3, groups=8)
+
+        def forward(self, y):
+            return gated_conv_mixer(y, self.conv.weight, self.conv.bias, 16, backend='fused')
+
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path}/store', rank=0,
+                            world_size=1)
+    try:
+        model = torch.nn.parallel.DistributedDataParallel(Mixer())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            for _ in range(2):
+                model(torch.randn(2, 9, 11, 32)).sum().backward()
+    finally:
+        dist.destroy_process_group()
+    assert not [w for w in caught if 'bucket view strides' in str(w.message)]
+
+
 def test_fused_gradcheck_float64():
     y, w, b, _ = make_inputs((1, 5, 6), 12, 5, kernel=3)
     assert torch.autograd.gradcheck(
