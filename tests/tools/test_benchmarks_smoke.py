@@ -49,3 +49,69 @@ def test_benchmark_train_rounds(run_script):
     bad = run_script('tools/analysis/benchmark_train.py', 'configs/demo/upernet_mambaout_demo.py',
                      '--device', 'cpu', '--rounds', 0)
     assert bad.returncode != 0 and '--rounds must be at least 1' in bad.stderr
+
+
+def test_benchmark_train_prints_each_iteration(run_script):
+    proc = run_script('tools/analysis/benchmark_train.py', 'configs/demo/mask_rcnn_mambaout_demo.py',
+                      '--device', 'cpu', '--det-size', 96, 64, 64, 96, '--objects', 2,
+                      '--iters', 1, '--warmup', 2, '--print-iters')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = re.findall(r'iteration (\d) \((warm-up|timed), size \((\d+), (\d+)\)\): [\d.]+ s',
+                       proc.stdout)
+    assert lines == [('1', 'warm-up', '96', '64'), ('2', 'warm-up', '64', '96'),
+                     ('3', 'timed', '96', '64')]
+
+
+def test_benchmark_inference_cpu_side_by_side(run_script):
+    proc = run_script('tools/analysis/benchmark_inference.py', 'configs/demo/mask_rcnn_mambaout_demo.py',
+                      'configs/demo/upernet_mambaout_demo.py', '--device', 'cpu', '--images', 2,
+                      '--rounds', 1, '--slide', '--as-in-training')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r'^2 images, sizes .* first pass \+ 1 timed passes', proc.stdout, re.M)
+    det = re.search(r'^\| configs/demo/mask_rcnn_mambaout_demo.py \| [\d.]+ \| [\d.]+ \| '
+                    r'[\d.]+ \([\d.]+\) \| nan \| nan \| ([\d.]+) \|$', proc.stdout, re.M)
+    assert det and float(det.group(1)) == 100.0   # score_thr 0: max_per_img detections
+    assert re.search(r'^\| configs/demo/upernet_mambaout_demo.py \| [\d.]+ \|.* \| - \|$',
+                     proc.stdout, re.M)
+
+
+def test_image_sizes_spread():
+    import importlib.util
+    import os
+    spec = importlib.util.spec_from_file_location('benchmark_inference', os.path.join(
+        os.path.dirname(__file__), '..', '..', 'tools', 'analysis', 'benchmark_inference.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sizes = module.image_sizes(200)
+    assert sizes == module.image_sizes(200) and len(set(sizes)) > 150
+    assert all(480 <= max(s) <= 640 and max(s) / min(s) <= 2.01 for s in sizes)
+    assert 40 < sum(h > w for h, w in sizes) < 160   # portrait and landscape
+
+
+def test_benchmark_dwconv_cpu(run_script):
+    proc = run_script('tools/analysis/benchmark_dwconv.py', '--device', 'cpu', '--size', 80, 96,
+                      '--dtypes', 'fp32', '--steady-iters', 1)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = re.findall(r'^\| fp32 \| (\w+) \|( [\d.]+ / [\d.]+ \|){4}$', proc.stdout, re.M)
+    assert [r[0] for r in rows] == ['cl', 'nchw', 'cl_nocudnn']
+
+
+def test_time_to_speed_cpu(run_script, ade_root, tmp_path):
+    """tools/train.py on the segmentation demo config for 4 iterations: every iteration's
+    time since launch, and the train.py arguments passed through."""
+    root = f'{ade_root}/'
+    proc = run_script(
+        'tools/analysis/time_to_speed.py', 'configs/demo/upernet_mambaout_demo.py',
+        '--work-dir', tmp_path / 'w', '--tail', 2, '--out', tmp_path / 'r.json', '--',
+        '--cfg-options', *[f'{k}_dataloader.dataset.data_root={root}'
+                           for k in ('train', 'val', 'test')],
+        'train_cfg.max_iters=4', 'train_cfg.val_interval=100', 'train_dataloader.batch_size=2',
+        *[f'{k}_dataloader.num_workers=0' for k in ('train', 'val', 'test')],
+        *[f'{k}_dataloader.persistent_workers=False' for k in ('train', 'val', 'test')])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    row = re.search(r'^\| 4 \| (\d+) \| - \| - \| (\d+) \| ([\d.]+) \| (\d+) \|', proc.stdout, re.M)
+    assert row and int(row.group(1)) <= int(row.group(2)), proc.stdout[-2000:]
+    import json
+    result = json.loads((tmp_path / 'r.json').read_text())
+    assert len(result['iter_s']) == 4 and result['launch_to_iter'] == sorted(
+        result['launch_to_iter'])

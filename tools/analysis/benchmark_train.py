@@ -72,6 +72,7 @@ class Step:
         self.batches = [data] + [
             batch_for(cfg, args.batch, size, args.seg_size, objects=args.objects)
             for size in (sizes[1:] if cfg.default_scope == 'mmdet' else ())]
+        self.sizes = sizes if cfg.default_scope == 'mmdet' else [tuple(args.seg_size)]
         self.i, self.times, self.rounds, self.losses = 0, [], [], []
         self.run(args.warmup)
         if self.cuda:
@@ -87,6 +88,10 @@ class Step:
             if self.cuda:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
+            if self.args.print_iters:
+                size = self.sizes[self.i % len(self.batches)]
+                print(f'{self.name} iteration {self.i + 1} ({"timed" if timed else "warm-up"}, '
+                      f'size {size}): {times[-1]:.3f} s', flush=True)
             self.i += 1
             if timed:
                 self.losses.append(float(log_vars['loss']))
@@ -137,6 +142,10 @@ def main():
                         help='time every config this many times, config after config (all '
                              'stay built); s/iter is the median over all rounds, each round\'s '
                              'median is printed too')
+    parser.add_argument('--print-iters', action='store_true',
+                        help='print the time of every iteration, warm-up included, with its '
+                             'input size (where compilation, recompilation and CUDA graph '
+                             'recordings fall)')
     parser.add_argument('--out', help='also write the results as JSON here')
     args = parser.parse_args()
 

@@ -30,8 +30,8 @@ import sys
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-LOG_TIME = re.compile(r'^(\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}) - mmengine - INFO - Epoch\(train\)')
-VAL_LINE = re.compile(r'Epoch\(val\).*\[(\d+)/(\d+)\].*?\btime: ([\d.]+)')
+LOG_TIME = re.compile(r'^(\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}) - mmengine - INFO - (?:Epoch|Iter)\(train\)')
+VAL_LINE = re.compile(r'(?:Epoch|Iter)\(val\).*\[(\d+)/(\d+)\].*?\btime: ([\d.]+)')
 
 
 def parse_args(argv=None):
