@@ -31,7 +31,7 @@ import time
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 LOG_TIME = re.compile(r'^(\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}) - mmengine - INFO - (?:Epoch|Iter)\(train\)')
-VAL_LINE = re.compile(r'(?:Epoch|Iter)\(val\).*\[(\d+)/(\d+)\].*?\btime: ([\d.]+)')
+VAL_LINE = re.compile(r'(?:Epoch|Iter)\(val\)\s*(?:\[\d+\])?\[\s*(\d+)/(\d+)\]\s+eta:.*?\btime: ([\d.]+)')
 
 
 def parse_args(argv=None):
