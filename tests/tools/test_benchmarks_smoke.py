@@ -115,3 +115,23 @@ def test_time_to_speed_cpu(run_script, ade_root, tmp_path):
     result = json.loads((tmp_path / 'r.json').read_text())
     assert len(result['iter_s']) == 4 and result['launch_to_iter'] == sorted(
         result['launch_to_iter'])
+
+
+def test_time_to_speed_reads_mmengine_log_lines():
+    """Epoch- and iteration-based lines, padded indices, and the validation summary line
+    (no eta: an average, not an iteration) left out."""
+    import importlib.util
+    import os
+    spec = importlib.util.spec_from_file_location('time_to_speed', os.path.join(
+        os.path.dirname(__file__), '..', '..', 'tools', 'analysis', 'time_to_speed.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    head = '2026/12/01 06:33:16 - mmengine - INFO - '
+    lines = [head + 'Epoch(val) [1][  1/200]    eta: 0:08:26  time: 2.5463  data_time: 0.1',
+             head + 'Iter(val) [ 7/50]    eta: 0:00:01  time: 0.0310  data_time: 0.0',
+             head + 'Epoch(val) [1][200/200]    data_time: 0.0060  time: 0.0996']
+    assert [m.group(3) for m in map(module.VAL_LINE.search, lines) if m] == ['2.5463', '0.0310']
+    assert module.LOG_TIME.match(head + 'Epoch(train)  [1][  1/100]  lr: 1e-4  time: 3.1')
+    assert module.LOG_TIME.match(head + 'Iter(train) [ 1/40]  lr: 1e-4  time: 3.1')
+    # windows of 10 from iteration 7 on hold at most four slow ones: median 1
+    assert module.steady_from([5] * 10 + [1] * 20, 1.0, 1.25) == 7
