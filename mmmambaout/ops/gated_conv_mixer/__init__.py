@@ -64,8 +64,26 @@ def _conv_layout(c):
     return torch.channels_last
 
 
+class _GradInStandardLayout(torch.autograd.Function):
+    """Identity; the gradient comes back with the standard contiguous strides. A
+    channels-last conv returns its ``[C, 1, k, k]`` weight gradient with strides
+    ``[k*k, 1, k, 1]``: the same memory (dim 1 has size 1), which autograd accepts as the
+    parameter's layout, but DDP compares strides exactly and warns ("Grad strides do not
+    match bucket view strides") on every rank. The copy is ``C * k * k`` elements."""
+
+    @staticmethod
+    def forward(ctx, t):
+        return t.view_as(t)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.clone(memory_format=torch.contiguous_format)
+
+
 def _dwconv(c, weight, bias):
     """Depthwise conv of an NHWC tensor (layout: :func:`_conv_layout`); NHWC contiguous out."""
+    if weight.requires_grad and torch.is_grad_enabled():
+        weight = _GradInStandardLayout.apply(weight)
     c = c.permute(0, 3, 1, 2)
     c = c.contiguous(memory_format=_conv_layout(c))
     out = F.conv2d(c, weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])

@@ -89,6 +89,10 @@ def test_same_outputs_and_grads_inductor():
     eager, compiled = pair()
     for size in [(45, 61), (38, 50)]:
         check_same(eager, compiled, size, rtol=1e-5)
+    # gradients in their parameters' strides, the conv weights' too (DDP's buckets
+    # compare strides exactly)
+    for name, p in compiled.named_parameters():
+        assert p.grad.stride() == p.stride(), name
 
 
 def test_compiled_blocks_use_composite_mixer(aot_eager, mixer_backends):
