@@ -47,9 +47,14 @@ def compile_available() -> bool:
 
 def inductor_cache_dir() -> str:
     """Where inductor caches compiled graphs and kernels: ``$TORCHINDUCTOR_CACHE_DIR``,
-    else its default (torch >= 2.5), without creating the folder."""
-    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
-    return os.environ.get('TORCHINDUCTOR_CACHE_DIR') or default_cache_dir()
+    else its default, without creating the folder (for the log line)."""
+    if os.environ.get('TORCHINDUCTOR_CACHE_DIR'):
+        return os.environ['TORCHINDUCTOR_CACHE_DIR']
+    try:   # a private module (torch >= 2.5)
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:
+        return "inductor's default"
+    return default_cache_dir()
 
 
 def compile_mode(cuda_graphs: bool, accumulative_counts: int, world_size: int):

@@ -191,7 +191,8 @@ def check_new_cfg_keys(cfg, new_keys):
         name = getattr(obj, '__name__', str(node.get('type')))
         params = sorted(_init_parameters(obj))
         candidates = [f'{parent_path}.{p}' for p in params] + cli_base.config_keys(cfg)
-        missing = '' if key.endswith('.' + leaf) else f'the config has no {parent_path}.{leaf}, and '
+        missing = ('' if key == f'{parent_path}.{leaf}' else
+                   f'the config has no {parent_path}.{leaf}, and ')
         raise UserError(cli_base.unknown_key_message(
             key, f'{missing}{name} ({parent_path}.type) has no argument {leaf!r}; its '
             f'arguments: {", ".join(params)}', None, candidates))

@@ -165,7 +165,9 @@ class MambaOutStage(nn.Module):
     training runs exactly as fast as an eager model from its first image (measured:
     docs/benchmarks.md). A frozen stage in training runs the same compilation without
     graphs (no backward to replay). H and W are marked dynamic on the first call, so a
-    stage compiles one graph for all input sizes instead of a static one first.
+    stage compiles one graph for its input sizes instead of a static one first (dynamo
+    may still recompile on a guard: a square first input, whose H and W then share one
+    symbol, or a size-dependent fusion decision of inductor).
     """
 
     def __init__(self, in_channels, out_channels, depth, drop_path_rates, downsample,
@@ -187,9 +189,11 @@ class MambaOutStage(nn.Module):
             mode = self.compile_mode
             if not next(self.blocks.parameters()).requires_grad:
                 mode = GRAPH_FREE_MODES.get(mode, mode)
-            # one graph for every H, W (NHWC dims 1, 2): detection sizes vary per batch
-            torch._dynamo.maybe_mark_dynamic(x, 1)
-            torch._dynamo.maybe_mark_dynamic(x, 2)
+            # one graph for every H, W (NHWC dims 1, 2): detection sizes vary per batch;
+            # not inside a trace of the whole model (torch.compile(model)), which forbids it
+            if not torch.compiler.is_compiling():
+                torch._dynamo.maybe_mark_dynamic(x, 1)
+                torch._dynamo.maybe_mark_dynamic(x, 2)
             run = compiled_blocks_runner(self.compile_name, mode, self.compile_memory_budget)
             try:
                 return run(self.blocks, x)
@@ -246,13 +250,13 @@ class MambaOut(ArchBackbone):
             ``torch.compile`` (inductor; one compiled function per stage, see
             :func:`compiled_blocks_runner`; stem, downsampling and output norms stay
             eager) with the composite mixer ops, which inductor fuses: removes most of
-            the per-op host (launch) overhead. Compiles on first use, again per grad
-            mode and on input size changes (dynamic H, W after the first change, where
-            inductor manages). State-dict keys are unchanged. Drop path then draws its
+            the per-op host (launch) overhead. Compiles on the first training step, with
+            H and W dynamic (see :class:`MambaOutStage`); without grad (validation,
+            testing) the stages run eagerly. State-dict keys are unchanged. Drop path then draws its
             masks from inductor's RNG. Exclusive with ``with_cp``. A str is
             ``torch.compile``'s ``mode`` (``'reduce-overhead'``: in training steps the
             compiled stages also replay as CUDA graphs, one recorded per input size;
-            without grad, or frozen, they run compiled without graphs). ``None``
+            frozen stages run compiled without graphs). ``None``
             (default): eager, unless :class:`~mmmambaout.engine.MambaOutCompileHook`
             in the config compiles the stages when training starts on a GPU (our
             configs name it); ``True``, ``False`` or a mode is kept as set.

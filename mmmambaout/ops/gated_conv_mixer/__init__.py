@@ -58,7 +58,8 @@ def _conv_layout(c):
     CUDA: there cuDNN builds a plan per new input shape for channels-last depthwise
     convs (about 0.4 s per shape for forward and backward on an H200, 0.7-2 s in fp16),
     while PyTorch's NCHW depthwise kernels need no plan and are faster in float32. In
-    fp16 / bf16 channels-last stays faster per call (measured: docs/benchmarks.md)."""
+    fp16 / bf16 channels-last stays faster per call (measured: docs/training_speed.md,
+    "Time to steady speed")."""
     if c.is_cuda and c.dtype == torch.float32:
         return torch.contiguous_format
     return torch.channels_last
