@@ -109,7 +109,8 @@ def test_time_to_speed_cpu(run_script, ade_root, tmp_path):
         *[f'{k}_dataloader.num_workers=0' for k in ('train', 'val', 'test')],
         *[f'{k}_dataloader.persistent_workers=False' for k in ('train', 'val', 'test')])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    row = re.search(r'^\| 4 \| (\d+) \| - \| - \| (\d+) \| ([\d.]+) \| (\d+) \|', proc.stdout, re.M)
+    row = re.search(r'^\| 4 \| (\d+) \| - \| - \| (\d+) \| ([\d.]+) \| - \| - \| - \| \d+ \|$',
+                    proc.stdout, re.M)   # steady: fewer iterations than a window
     assert row and int(row.group(1)) <= int(row.group(2)), proc.stdout[-2000:]
     import json
     result = json.loads((tmp_path / 'r.json').read_text())
@@ -135,3 +136,4 @@ def test_time_to_speed_reads_mmengine_log_lines():
     assert module.LOG_TIME.match(head + 'Iter(train) [ 1/40]  lr: 1e-4  time: 3.1')
     # windows of 10 from iteration 7 on hold at most four slow ones: median 1
     assert module.steady_from([5] * 10 + [1] * 20, 1.0, 1.25) == 7
+    assert module.steady_from([1] * 9, 1.0, 1.25) is None

@@ -7,8 +7,9 @@ with detection's varied input sizes that cost recurs for every new size. The lay
 ``cl`` (channels-last, cuDNN), ``nchw`` (contiguous; PyTorch's depthwise kernels) and
 ``cl_nocudnn`` (channels-last with cuDNN switched off). Shapes: MambaOut-T's four stage
 widths at a 1344x800 detection input (stride 4, 8, 16, 32), batch 2; three new sizes per
-width (8 px smaller each), then 20 steady calls at the last. Prints the command, device
-and versions; the first-call figure is the mean over the three new sizes. Example::
+width (8 px smaller each), then 20 steady calls at the last, after one untimed call at an
+unrelated shape. Prints the command, device and versions; the first-call figure is the
+mean over the three new sizes. Example::
 
     python tools/analysis/benchmark_dwconv.py --device cuda
 """
@@ -35,6 +36,13 @@ def timed(fn, device, n=1):
 
 def measure(layout, dtype, device, size, widths=WIDTHS, steady_iters=20):
     """``[(width, first-call s, steady s)]`` for forward + backward of each width."""
+    # one untimed call at a shape used nowhere else, so that the process's own start-up
+    # (CUDA context, cuDNN handle, kernel loading) does not land in the first cell
+    warm = torch.nn.Conv2d(8, 8, 7, padding=3, groups=8).to(device, dtype)
+    x = torch.randn(1, 8, 13, 17, device=device, dtype=dtype, requires_grad=True)
+    with torch.backends.cudnn.flags(enabled=layout != 'cl_nocudnn'):
+        warm(x.contiguous(memory_format=torch.channels_last) if layout != 'nchw'
+             else x).sum().backward()
     rows = []
     for i, c in enumerate(widths):
         conv = torch.nn.Conv2d(c, c, 7, padding=3, groups=c).to(device, dtype)

@@ -11,7 +11,8 @@ one, data loading included) and the wall-clock time of the first iteration's log
 whole seconds. The time since launch of iteration ``k`` is that of iteration 1 plus the
 ``time`` of iterations 2..k (so within a second). Steady speed is the median ``time`` of
 the last ``--tail`` iterations; the run is *steady from* the first iteration after which
-the median of every window of 10 iterations stays within ``--tolerance`` of it.
+the median of every window of 10 iterations stays within ``--tolerance`` of it; the
+mean time per iteration from there on shows the spikes that the medians pass over.
 
 Prints the command, the device and versions, and a table; ``--out`` also writes every
 iteration's time as JSON. Run it twice to see a cold start against a warm compile cache
@@ -92,8 +93,10 @@ def iteration_times(work_dir):
 
 def steady_from(times, steady, tolerance, window=10):
     """First iteration (1-based) after which every window's median is within
-    ``tolerance`` of ``steady``."""
+    ``tolerance`` of ``steady``; None with fewer than ``window`` iterations."""
     import statistics
+    if len(times) < window:
+        return None
     start = len(times)
     for k in range(len(times) - window, -1, -1):
         if statistics.median(times[k:k + window]) > tolerance * steady:
@@ -130,16 +133,20 @@ def main(argv=None):
         elapsed.append(elapsed[-1] + t)
     steady = statistics.median(times[-args.tail:])
     k = steady_from(times, steady, args.tolerance)
+    # the median hides the spikes that remain after the steady point: the mean shows them
+    after = times[k - 1:] if k else []
+    mean_after = f'{statistics.mean(after):.3f}' if after else '-'
     print(f'| iterations | launch -> iter 1 s | -> iter 10 s | -> iter 40 s | -> last s | '
-          f'steady s/iter (last {args.tail}) | steady from iter | at s | command total s |')
-    print('|---' * 9 + '|')
-    at = lambda i: f'{elapsed[i - 1]:.0f}' if i <= len(elapsed) else '-'  # noqa: E731
+          f'steady s/iter (median of last {args.tail}) | steady from iter | at s | '
+          f'mean s/iter from there | command total s |')
+    print('|---' * 10 + '|')
+    at = lambda i: f'{elapsed[i - 1]:.0f}' if i and i <= len(elapsed) else '-'  # noqa: E731
     print(f'| {len(times)} | {at(1)} | {at(10)} | {at(40)} | {elapsed[-1]:.0f} | {steady:.3f} | '
-          f'{k} | {at(k)} | {total:.0f} |')
+          f'{k or "-"} | {at(k)} | {mean_after} | {total:.0f} |')
     print('per-iteration s: ' + ' '.join(f'{t:.2f}' for t in times))
     if val:
-        print(f'validation: {len(val)} logged batches, median {statistics.median(val):.3f} s '
-              f'(first {val[0]:.3f}, last {val[-1]:.3f})')
+        print(f'validation: {len(val)} iterations, median {statistics.median(val):.3f} s, '
+              f'mean {statistics.mean(val):.3f} s, total {sum(val):.1f} s (first {val[0]:.3f})')
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(dict(command=sys.argv, device=device, torch=torch.__version__,
