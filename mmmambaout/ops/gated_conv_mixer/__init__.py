@@ -56,7 +56,7 @@ def _split_sizes(y, weight, hidden):
 def _conv_layout(c):
     """Memory format for the depthwise conv of ``c``. Channels-last, except float32 on
     CUDA: there cuDNN builds a plan per new input shape for channels-last depthwise
-    convs (about 0.4 s per shape for forward and backward on an H200, 0.7-2 s in fp16),
+    convs (about 0.4 s per shape for forward and backward on an H200, 0.75 s in fp16),
     while PyTorch's NCHW depthwise kernels need no plan and are faster in float32. In
     fp16 / bf16 channels-last stays faster per call (measured: docs/training_speed.md,
     "Time to steady speed")."""
