@@ -104,6 +104,20 @@ def test_ddp_stride_warning(tmp_path, backend, warnings):
     assert proc.stdout.split()[-1] == str(warnings), proc.stdout
 
 
+@pytest.mark.parametrize('backend', ['fused', 'reference'])
+@pytest.mark.parametrize('layout', ['channels_last', 'nchw'])
+def test_conv_layouts_same_result(backend, layout):
+    """Each forced layout gives the reference's output and gradients (float64, 1e-12)."""
+    y, w, b, dout = make_inputs((2, 7, 9), 40, 15)
+    ref = run('reference', y, w, b, 40, dout)
+    out = gated_conv_mixer(y, w, b, 40, backend=backend, conv_layout=layout)
+    got = [out] + list(torch.autograd.grad(out, (y, w, b), dout))
+    for name, r, g in zip(('out', 'dy', 'dw', 'db'), ref, got):
+        assert (r - g).abs().max().item() <= 1e-12 * max(1., r.abs().max().item()), name
+    with pytest.raises(ValueError, match="conv_layout must be one of"):
+        gated_conv_mixer(y, w, b, 40, backend=backend, conv_layout='nhwc')
+
+
 def test_fused_gradcheck_float64():
     y, w, b, _ = make_inputs((1, 5, 6), 12, 5, kernel=3)
     assert torch.autograd.gradcheck(

@@ -89,7 +89,7 @@ def test_fused_mixer_counts_as_composite(tool, monkeypatch):
     composite, composite_ops, _ = _backbone_macs(tool, model, x)
     mixer = mambaout.gated_conv_mixer
     monkeypatch.setattr(mambaout, 'gated_conv_mixer',
-                        lambda *args, backend: mixer(*args, backend='fused'))
+                        lambda *args, backend, **kw: mixer(*args, backend='fused', **kw))
     fused, fused_ops, unsupported = _backbone_macs(tool, model, x)
     assert fused == composite > 0
     assert fused_ops['PythonOp._GatedConvMixer'] > 0  # the 7x7 convs moved into the handle

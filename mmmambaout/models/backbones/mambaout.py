@@ -36,7 +36,7 @@ from mmmambaout.checkpoint import load_mambaout_state_dict
 from mmmambaout.models.backbones.base import ArchBackbone
 from mmmambaout.models.layers import (COMPILE_MODES, GRAPH_FREE_MODES, DropPath, TokenSSM,
                                       compiled_blocks_runner)
-from mmmambaout.ops.gated_conv_mixer import gated_conv_mixer
+from mmmambaout.ops.gated_conv_mixer import CONV_LAYOUTS, gated_conv_mixer
 from mmmambaout.registry import register_model
 
 ARCH_SETTINGS = {
@@ -120,7 +120,8 @@ class GatedCNNBlock(nn.Module):
                  conv_ratio: float = 1.0,
                  drop_path: float = 0.,
                  fused: bool = True,
-                 mixer: str = 'gated_cnn'):
+                 mixer: str = 'gated_cnn',
+                 conv_layout: str = 'auto'):
         super().__init__()
         self.hidden = int(expansion_ratio * dim)
         conv_channels = int(conv_ratio * dim)
@@ -137,6 +138,7 @@ class GatedCNNBlock(nn.Module):
         self.fc2 = nn.Linear(self.hidden, dim)
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
         self.fused = fused
+        self.conv_layout = conv_layout
 
     def forward(self, x):
         y = self.fc1(self.norm(x))
@@ -148,7 +150,8 @@ class GatedCNNBlock(nn.Module):
         else:
             fused = self.fused and not torch.compiler.is_compiling()
             mix = gated_conv_mixer(y, self.conv.weight, self.conv.bias, self.hidden,
-                                   backend='auto' if fused else 'reference')
+                                   backend='auto' if fused else 'reference',
+                                   conv_layout=self.conv_layout)
         return x + self.drop_path(self.fc2(mix))
 
 
@@ -171,12 +174,13 @@ class MambaOutStage(nn.Module):
     """
 
     def __init__(self, in_channels, out_channels, depth, drop_path_rates, downsample,
-                 fused=True, mixer='gated_cnn'):
+                 fused=True, mixer='gated_cnn', conv_layout='auto'):
         super().__init__()
         self.downsample = Downsample(in_channels, out_channels) if downsample else nn.Identity()
         self.mixer = mixer
         self.blocks = nn.Sequential(*[
-            GatedCNNBlock(out_channels, drop_path=drop_path_rates[j], fused=fused, mixer=mixer)
+            GatedCNNBlock(out_channels, drop_path=drop_path_rates[j], fused=fused, mixer=mixer,
+                          conv_layout=conv_layout)
             for j in range(depth)
         ])
         self.with_cp = False
@@ -237,6 +241,14 @@ class MambaOut(ArchBackbone):
             concatenation) as one fused op with Triton kernels on CUDA
             (:mod:`mmmambaout.ops.gated_conv_mixer`); ``False`` uses the composite
             PyTorch ops. Same math either way; CPU always uses the composite ops.
+        conv_layout (str): the memory layout of the depthwise convolutions (Gated CNN
+            stages, eager or compiled): ``'auto'`` (default) is channels-last, except
+            NCHW for float32 on CUDA; ``'channels_last'`` or ``'nchw'`` force one. On
+            CUDA, cuDNN builds a plan for every new input shape of a channels-last
+            depthwise conv (about 0.75 s per stage in fp16 on an H200), which NCHW does
+            not, while channels-last is faster per call in fp16: ``'nchw'`` trades a
+            few ms per AMP step for no per-size spikes early in detection training
+            (docs/training_speed.md, "Time to steady speed"). Same math either way.
         token_mixers (Sequence[str], optional): per stage, ``'gated_cnn'`` (MambaOut's
             block) or a Mamba block on the same skeleton (see :class:`GatedCNNBlock`):
             ``'bi_ssm'`` (forward and backward scans over the stage's tokens, each with
@@ -289,6 +301,7 @@ class MambaOut(ArchBackbone):
                  drop_path_rate: float = 0.,
                  with_cp: Union[bool, Sequence[int]] = False,
                  fused_mixer: bool = True,
+                 conv_layout: str = 'auto',
                  token_mixers: Optional[Sequence[str]] = None,
                  compile_stages: Union[bool, str, None] = None,
                  compile_memory_budget: Optional[float] = None,
@@ -323,6 +336,9 @@ class MambaOut(ArchBackbone):
                              f'[{-num_stages}, {num_stages - 1}], got {with_cp!r}')
         self.with_cp = with_cp
         self.fused_mixer = fused_mixer
+        if conv_layout not in CONV_LAYOUTS:
+            raise ValueError(f'conv_layout must be one of {CONV_LAYOUTS}, got {conv_layout!r}')
+        self.conv_layout = conv_layout
         token_mixers = tuple(token_mixers or ('gated_cnn', ) * num_stages)
         if len(token_mixers) != num_stages or not set(token_mixers) <= set(TOKEN_MIXERS):
             raise ValueError(f'token_mixers must name one of {tuple(TOKEN_MIXERS)} for each '
@@ -337,7 +353,8 @@ class MambaOut(ArchBackbone):
             start = sum(depths[:i])
             stage = MambaOutStage(dims[i - 1] if i else dims[0], dims[i], depths[i],
                                   rates[start:start + depths[i]], downsample=i > 0,
-                                  fused=fused_mixer, mixer=token_mixers[i])
+                                  fused=fused_mixer, mixer=token_mixers[i],
+                                  conv_layout=conv_layout)
             stage.with_cp = i in cp_stages
             self.stages.append(stage)
         if norm_out:

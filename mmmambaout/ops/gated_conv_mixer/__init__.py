@@ -28,7 +28,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ['gated_conv_mixer', 'gated_conv_mixer_reference', 'triton_available']
+__all__ = ['CONV_LAYOUTS', 'gated_conv_mixer', 'gated_conv_mixer_reference',
+           'triton_available']
 
 _TRITON = None
 
@@ -53,14 +54,20 @@ def _split_sizes(y, weight, hidden):
     return hidden, hidden - conv_channels, conv_channels
 
 
-def _conv_layout(c):
-    """Memory format for the depthwise conv of ``c``. Channels-last, except float32 on
+CONV_LAYOUTS = ('auto', 'channels_last', 'nchw')
+
+
+def _conv_layout(c, layout='auto'):
+    """Memory format for the depthwise conv of ``c``: ``layout``, or for ``'auto'``
+    channels-last, except float32 on
     CUDA: there cuDNN builds a plan per new input shape for channels-last depthwise
     convs (about 0.4 s per shape for forward and backward on an H200, 0.75 s in fp16),
     while PyTorch's NCHW depthwise kernels need no plan and are faster in float32. In
     fp16 / bf16 channels-last stays faster per call (measured: docs/training_speed.md,
     "Time to steady speed")."""
-    if c.is_cuda and c.dtype == torch.float32:
+    if layout not in CONV_LAYOUTS:
+        raise ValueError(f'conv_layout must be one of {CONV_LAYOUTS}, got {layout!r}')
+    if layout == 'nchw' or (layout == 'auto' and c.is_cuda and c.dtype == torch.float32):
         return torch.contiguous_format
     return torch.channels_last
 
@@ -81,19 +88,19 @@ class _GradInStandardLayout(torch.autograd.Function):
         return grad.clone(memory_format=torch.contiguous_format)
 
 
-def _dwconv(c, weight, bias):
+def _dwconv(c, weight, bias, layout='auto'):
     """Depthwise conv of an NHWC tensor (layout: :func:`_conv_layout`); NHWC contiguous out."""
     if weight.requires_grad and torch.is_grad_enabled():
         weight = _GradInStandardLayout.apply(weight)
     c = c.permute(0, 3, 1, 2)
-    c = c.contiguous(memory_format=_conv_layout(c))
+    c = c.contiguous(memory_format=_conv_layout(c, layout))
     out = F.conv2d(c, weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])
     return out.permute(0, 2, 3, 1).contiguous()
 
 
-def gated_conv_mixer_reference(y, weight, bias, hidden):
+def gated_conv_mixer_reference(y, weight, bias, hidden, conv_layout='auto'):
     g, i, c = torch.split(y, _split_sizes(y, weight, hidden), dim=-1)
-    return F.gelu(g) * torch.cat((i, _dwconv(c, weight, bias)), dim=-1)
+    return F.gelu(g) * torch.cat((i, _dwconv(c, weight, bias, conv_layout)), dim=-1)
 
 
 class _TorchGate:
@@ -129,7 +136,7 @@ def _gate_impl(device):
 class _GatedConvMixer(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, y, weight, bias, hidden):
+    def forward(ctx, y, weight, bias, hidden, conv_layout):
         _, _, nc = _split_sizes(y, weight, hidden)
         impl = _gate_impl(y.device)
         y = y.contiguous()
@@ -137,10 +144,11 @@ class _GatedConvMixer(torch.autograd.Function):
         # here: entering one costs host time on every block)
         w = weight.to(y.dtype)
         b = bias.to(y.dtype) if bias is not None else None
-        conv = _dwconv(y[..., 2 * hidden - nc:], w, b)
+        conv = _dwconv(y[..., 2 * hidden - nc:], w, b, conv_layout)
         out = impl.forward(y, conv, hidden)
         ctx.save_for_backward(y, conv, w)
         ctx.hidden, ctx.has_bias, ctx.weight_dtype = hidden, bias is not None, weight.dtype
+        ctx.conv_layout = conv_layout
         ctx.bias_dtype = bias.dtype if bias is not None else None
         return out
 
@@ -154,7 +162,7 @@ class _GatedConvMixer(torch.autograd.Function):
         impl.backward(dout.contiguous(), y, conv, hidden, dy, dconv)
         # the conv input is re-read from y (a strided slice) instead of saving a copy
         c = y[..., 2 * hidden - nc:].permute(0, 3, 1, 2)
-        layout = _conv_layout(c)
+        layout = _conv_layout(c, ctx.conv_layout)
         c = c.contiguous(memory_format=layout)
         pad = w.shape[-1] // 2
         dc, dw, db = torch.ops.aten.convolution_backward(
@@ -169,16 +177,18 @@ class _GatedConvMixer(torch.autograd.Function):
                 # strides [k*k, 1, k, 1], which DDP would copy into its buckets each step
                 dw.to(ctx.weight_dtype, memory_format=torch.contiguous_format)
                 if dw is not None else None,
-                db.to(ctx.bias_dtype) if ctx.has_bias and db is not None else None, None)
+                db.to(ctx.bias_dtype) if ctx.has_bias and db is not None else None, None, None)
 
 
-def gated_conv_mixer(y, weight, bias, hidden, backend='auto'):
-    """``GELU(g) * cat(i, dwconv(c))`` for the ``fc1`` output ``y``; see the module doc."""
+def gated_conv_mixer(y, weight, bias, hidden, backend='auto', conv_layout='auto'):
+    """``GELU(g) * cat(i, dwconv(c))`` for the ``fc1`` output ``y``; see the module doc.
+    ``conv_layout`` (``'auto'``, ``'channels_last'``, ``'nchw'``): the memory layout the
+    depthwise conv runs in (``_conv_layout``); the result is the same up to rounding."""
     if backend == 'auto':
         backend = 'fused' if y.is_cuda and triton_available() else 'reference'
     if backend == 'reference':
-        return gated_conv_mixer_reference(y, weight, bias, hidden)
+        return gated_conv_mixer_reference(y, weight, bias, hidden, conv_layout)
     if backend == 'fused':
-        return _GatedConvMixer.apply(y, weight, bias, hidden)
+        return _GatedConvMixer.apply(y, weight, bias, hidden, conv_layout)
     raise ValueError(f"gated_conv_mixer backend must be 'auto', 'fused' or 'reference', "
                      f'got {backend!r}')

@@ -160,6 +160,7 @@ def test_block_structure():
     (dict(drop_path_rate=1.0), 'drop_path_rate'),
     (dict(with_cp=(4, )), r'with_cp must be a bool or a sequence of stage indices in \[-4, 3\]'),
     (dict(with_cp='yes'), 'with_cp must be a bool'),
+    (dict(conv_layout='nhwc'), "conv_layout must be one of \\('auto', 'channels_last', 'nchw'\\)"),
 ])
 def test_argument_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -326,3 +327,16 @@ def test_pretrained_reports_wrong_keys(tmp_path, timm_femto, log):
         load_mambaout_state_dict(str(tmp_path / 'partial.pth'), prefix='backbone.')
     with pytest.raises(FileNotFoundError):
         load_mambaout_state_dict(str(tmp_path / 'missing.pth'))
+
+
+def test_conv_layout_reaches_every_block():
+    """``conv_layout`` is each Gated CNN block's; outputs equal the default's (CPU:
+    channels-last either way for 'auto', so compare 'nchw' at 1e-5, float32)."""
+    torch.manual_seed(0)
+    default = MambaOut(dict(depths=[1, 2], dims=[8, 16]), out_indices=(0, 1))
+    nchw = MambaOut(dict(depths=[1, 2], dims=[8, 16]), out_indices=(0, 1), conv_layout='nchw')
+    nchw.load_state_dict(default.state_dict())
+    assert {b.conv_layout for s in nchw.stages for b in s.blocks} == {'nchw'}
+    x = torch.randn(1, 3, 40, 56)
+    for a, b in zip(default(x), nchw(x)):
+        assert (a - b).abs().max() <= 1e-5 * a.abs().max()

@@ -45,9 +45,9 @@ def mixer_backends(monkeypatch):
     """The ``backend`` of every token-mixer call."""
     seen = []
 
-    def spy(*args, backend):
+    def spy(*args, backend, **kwargs):
         seen.append(backend)
-        return mixer(*args, backend=backend)
+        return mixer(*args, backend=backend, **kwargs)
 
     mixer = mambaout.gated_conv_mixer
     monkeypatch.setattr(mambaout, 'gated_conv_mixer', spy)
