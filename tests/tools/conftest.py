@@ -24,6 +24,21 @@ def ade_root(tmp_path_factory):
                          seed=0)['data_root']
 
 
+@pytest.fixture(scope='session')
+def load_script():
+    """``load_script('tools/x.py')`` -> the tool script as a module, for testing its
+    functions without running it."""
+    import importlib.util
+
+    def load(path):
+        spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT / path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
 @pytest.fixture
 def run_script():
     """``run_script('tools/x.py', *args)`` -> CompletedProcess (text output captured)."""

@@ -54,17 +54,10 @@ def test_full_coco_pipeline_gpu_estimate_and_json(coco_root, tmp_path):
     assert res['results'][0]['images'] == 4  # 2 batches of the config's batch size 2
 
 
-def load_script():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('benchmark_dataloader', ROOT / SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_wrong_classes_and_missing_data_are_explained(coco_root, tmp_path, monkeypatch):
+def test_wrong_classes_and_missing_data_are_explained(coco_root, tmp_path, monkeypatch,
+                                                     load_script):
     monkeypatch.chdir(ROOT)
-    bench = load_script()
+    bench = load_script(SCRIPT)
     config = 'configs/mask_rcnn_mambaout_t_1x_coco.py'
     # COCO's 80 classes on the demo annotations: nothing left after filtering
     cfg = bench.load_config(bench.parse_args([config, '--data-root', coco_root]))

@@ -75,13 +75,8 @@ def test_benchmark_inference_cpu_side_by_side(run_script):
                      proc.stdout, re.M)
 
 
-def test_image_sizes_spread():
-    import importlib.util
-    import os
-    spec = importlib.util.spec_from_file_location('benchmark_inference', os.path.join(
-        os.path.dirname(__file__), '..', '..', 'tools', 'analysis', 'benchmark_inference.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_image_sizes_spread(load_script):
+    module = load_script('tools/analysis/benchmark_inference.py')
     sizes = module.image_sizes(200)
     assert sizes == module.image_sizes(200) and len(set(sizes)) > 150
     assert all(480 <= max(s) <= 640 and max(s) / min(s) <= 2.01 for s in sizes)
@@ -118,15 +113,10 @@ def test_time_to_speed_cpu(run_script, ade_root, tmp_path):
         result['launch_to_iter'])
 
 
-def test_time_to_speed_reads_mmengine_log_lines():
+def test_time_to_speed_reads_mmengine_log_lines(load_script):
     """Epoch- and iteration-based lines, padded indices, and the validation summary line
     (no eta: an average, not an iteration) left out."""
-    import importlib.util
-    import os
-    spec = importlib.util.spec_from_file_location('time_to_speed', os.path.join(
-        os.path.dirname(__file__), '..', '..', 'tools', 'analysis', 'time_to_speed.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script('tools/analysis/time_to_speed.py')
     head = '2026/12/01 06:33:16 - mmengine - INFO - '
     lines = [head + 'Epoch(val) [1][  1/200]    eta: 0:08:26  time: 2.5463  data_time: 0.1',
              head + 'Iter(val) [ 7/50]    eta: 0:00:01  time: 0.0310  data_time: 0.0',

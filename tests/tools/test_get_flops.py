@@ -1,6 +1,5 @@
 """tools/analysis/get_flops.py: MACs and parameters against the MambaOut paper's numbers,
 our ops' handles, and its error path."""
-import importlib.util
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,11 +31,8 @@ PAPER_CLS = {
 
 
 @pytest.fixture(scope='module')
-def tool():
-    spec = importlib.util.spec_from_file_location('get_flops', ROOT / TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def tool(load_script):
+    return load_script(TOOL)
 
 
 def test_dense_models_at_paper_sizes(run_script):

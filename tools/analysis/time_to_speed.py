@@ -26,6 +26,7 @@ import os
 import os.path as osp
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -94,7 +95,6 @@ def iteration_times(work_dir):
 def steady_from(times, steady, tolerance, window=10):
     """First iteration (1-based) after which every window's median is within
     ``tolerance`` of ``steady``; None with fewer than ``window`` iterations."""
-    import statistics
     if len(times) < window:
         return None
     start = len(times)
@@ -107,7 +107,6 @@ def steady_from(times, steady, tolerance, window=10):
 
 def main(argv=None):
     args = parse_args(argv)
-    import statistics
 
     import torch
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'

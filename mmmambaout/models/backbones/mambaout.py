@@ -36,7 +36,7 @@ from mmmambaout.checkpoint import load_mambaout_state_dict
 from mmmambaout.models.backbones.base import ArchBackbone
 from mmmambaout.models.layers import (COMPILE_MODES, GRAPH_FREE_MODES, DropPath, TokenSSM,
                                       compiled_blocks_runner)
-from mmmambaout.ops.gated_conv_mixer import CONV_LAYOUTS, gated_conv_mixer
+from mmmambaout.ops.gated_conv_mixer import check_conv_layout, gated_conv_mixer
 from mmmambaout.registry import register_model
 
 ARCH_SETTINGS = {
@@ -264,8 +264,8 @@ class MambaOut(ArchBackbone):
             eager) with the composite mixer ops, which inductor fuses: removes most of
             the per-op host (launch) overhead. Compiles on the first training step, with
             H and W dynamic (see :class:`MambaOutStage`); without grad (validation,
-            testing) the stages run eagerly. State-dict keys are unchanged. Drop path then draws its
-            masks from inductor's RNG. Exclusive with ``with_cp``. A str is
+            testing) the stages run eagerly. State-dict keys are unchanged. Drop path
+            then draws its masks from inductor's RNG. Exclusive with ``with_cp``. A str is
             ``torch.compile``'s ``mode`` (``'reduce-overhead'``: in training steps the
             compiled stages also replay as CUDA graphs, one recorded per input size;
             frozen stages run compiled without graphs). ``None``
@@ -336,8 +336,7 @@ class MambaOut(ArchBackbone):
                              f'[{-num_stages}, {num_stages - 1}], got {with_cp!r}')
         self.with_cp = with_cp
         self.fused_mixer = fused_mixer
-        if conv_layout not in CONV_LAYOUTS:
-            raise ValueError(f'conv_layout must be one of {CONV_LAYOUTS}, got {conv_layout!r}')
+        check_conv_layout(conv_layout)
         self.conv_layout = conv_layout
         token_mixers = tuple(token_mixers or ('gated_cnn', ) * num_stages)
         if len(token_mixers) != num_stages or not set(token_mixers) <= set(TOKEN_MIXERS):

@@ -11,7 +11,8 @@ Backends:
 * ``'reference'``: the composite PyTorch ops (split, conv, GELU, cat, mul), any device;
   what the fused path is tested against.
 * ``'fused'``: one ``autograd.Function``. Forward: the depthwise conv (cuDNN / oneDNN;
-  channels-last, or NCHW for float32 on CUDA, see ``_conv_layout``), then GELU, gating and the concatenation in one elementwise pass.
+  channels-last, or NCHW for float32 on CUDA, see ``_conv_layout``), then GELU, gating
+  and the concatenation in one elementwise pass.
   Backward: one elementwise pass writes the gradients of ``g`` and ``i`` straight into
   the gradient of ``y`` and the gradient of the conv output; the conv backward fills
   the ``c`` slice. It saves only ``y`` and the conv output for the backward (the
@@ -28,8 +29,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ['CONV_LAYOUTS', 'gated_conv_mixer', 'gated_conv_mixer_reference',
-           'triton_available']
+__all__ = ['CONV_LAYOUTS', 'check_conv_layout', 'gated_conv_mixer',
+           'gated_conv_mixer_reference', 'triton_available']
 
 _TRITON = None
 
@@ -57,16 +58,20 @@ def _split_sizes(y, weight, hidden):
 CONV_LAYOUTS = ('auto', 'channels_last', 'nchw')
 
 
-def _conv_layout(c, layout='auto'):
-    """Memory format for the depthwise conv of ``c``: ``layout``, or for ``'auto'``
-    channels-last, except float32 on
-    CUDA: there cuDNN builds a plan per new input shape for channels-last depthwise
-    convs (about 0.4 s per shape for forward and backward on an H200, 0.75 s in fp16),
-    while PyTorch's NCHW depthwise kernels need no plan and are faster in float32. In
-    fp16 / bf16 channels-last stays faster per call (measured: docs/training_speed.md,
-    "Time to steady speed")."""
+def check_conv_layout(layout):
+    """Raise ``ValueError`` unless ``layout`` is one of :data:`CONV_LAYOUTS`."""
     if layout not in CONV_LAYOUTS:
         raise ValueError(f'conv_layout must be one of {CONV_LAYOUTS}, got {layout!r}')
+
+
+def _conv_layout(c, layout='auto'):
+    """Memory format for the depthwise conv of ``c``: ``layout``, or for ``'auto'``
+    channels-last, except float32 on CUDA: there cuDNN builds a plan per new input shape
+    for channels-last depthwise convs (about 0.4 s per shape for forward and backward on
+    an H200, 0.75 s in fp16), while PyTorch's NCHW depthwise kernels need no plan and are
+    faster in float32. In fp16 / bf16 channels-last stays faster per call (measured:
+    docs/training_speed.md, "Time to steady speed")."""
+    check_conv_layout(layout)
     if layout == 'nchw' or (layout == 'auto' and c.is_cuda and c.dtype == torch.float32):
         return torch.contiguous_format
     return torch.channels_last
