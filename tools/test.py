@@ -37,6 +37,7 @@ def main(argv=None):
     cfg.load_from = args.checkpoint
     dataset_check = cli_base.light_module('mmmambaout.utils.dataset_check')
     dataset_check.check_dataset_paths(cfg, loaders=('test_dataloader', ))
+    dataset_check.check_num_classes(cfg, loaders=('test_dataloader', ))
 
     import mmmambaout  # noqa: F401  (mmcv op backend, compat, registries)
     from mmmambaout.utils import cli

@@ -48,7 +48,9 @@ def main(argv=None):
     # --resume replaces load_from (cli.set_resume): by its checkpoint, checked above, or
     # by the work dir's latest
     cli_base.check_config_checkpoints(cfg, load_from_what=None if args.resume else 'load_from')
-    cli_base.light_module('mmmambaout.utils.dataset_check').check_dataset_paths(cfg)
+    dataset_check = cli_base.light_module('mmmambaout.utils.dataset_check')
+    dataset_check.check_dataset_paths(cfg)
+    dataset_check.check_num_classes(cfg)
 
     import mmmambaout  # noqa: F401  (mmcv op backend, compat, registries)
     from mmmambaout.utils import cli

@@ -4,16 +4,16 @@ the hook decides what the device allows.
 Whether compilation pays depends on where the run lands (inductor needs CUDA and
 Triton; on a CPU a smoke test would only wait for the compiler) and on how it trains
 (CUDA graphs replay into the same gradient buffers, so gradient accumulation, which
-still holds the previous step's gradients, cannot use them; distributed runs keep plain
-compilation until graphs under DDP are verified). A config cannot know either, so it
-names this hook, and the hook chooses in ``before_train``:
+still holds the previous step's gradients, cannot use them). A config cannot know either,
+so it names this hook, and the hook chooses in ``before_train``:
 
 * no CUDA or no Triton: nothing changes (eager stages, fused mixer where available);
 * a backbone whose ``compile_stages`` the config set (True, False or a mode), or that
   checkpoints blocks (``with_cp``): left as configured;
 * otherwise :meth:`MambaOut.compile_blocks` with ``'reduce-overhead'`` (CUDA graphs in
-  training steps) when ``cuda_graphs`` is on, the optimizer wrapper accumulates no
-  gradients and the run is one process; else ``True`` (compiled, no graphs).
+  training steps) when ``cuda_graphs`` is on and the optimizer wrapper accumulates no
+  gradients, on one GPU as under DDP (``tools/dist_train.sh``, slurm; checked on two
+  GPUs with ``tools/analysis/check_ddp.py``); else ``True`` (compiled, no graphs).
 
 Only training steps run compiled: validation inside training, testing and inference run
 the stages eagerly (see ``MambaOutStage``). Each stage compiles one graph with symbolic
@@ -25,7 +25,6 @@ Measurements: docs/training_speed.md.
 import os
 from typing import Optional
 
-from mmengine.dist import get_world_size
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
@@ -57,9 +56,9 @@ def inductor_cache_dir() -> str:
     return default_cache_dir()
 
 
-def compile_mode(cuda_graphs: bool, accumulative_counts: int, world_size: int):
+def compile_mode(cuda_graphs: bool, accumulative_counts: int):
     """``torch.compile`` mode for the stages: graphs only where they are safe."""
-    if cuda_graphs and accumulative_counts == 1 and world_size == 1:
+    if cuda_graphs and accumulative_counts == 1:
         return GRAPH_MODE
     return True
 
@@ -94,7 +93,7 @@ class MambaOutCompileHook(Hook):
                                'stages run eagerly')
             return
         counts = getattr(runner.optim_wrapper, '_accumulative_counts', 1)
-        mode = compile_mode(self.cuda_graphs, counts, get_world_size())
+        mode = compile_mode(self.cuda_graphs, counts)
         for backbone in backbones:
             if backbone.compile_stages is not None or any(s.with_cp for s in backbone.stages):
                 continue

@@ -1,9 +1,11 @@
-"""Fail early, with one clear message, when a config's dataset is not on disk.
+"""Fail early, with one clear message, when a config's dataset is not on disk or its
+classes do not match the model's heads.
 
 Called by ``tools/train.py`` and ``tools/test.py`` before any model is built, so a
 user who has not yet placed COCO or ADE20K learns in a second what is expected where
 and which ``--cfg-options`` key moves it, instead of reading a traceback from deep
-inside a dataset class minutes later.
+inside a dataset class minutes later; and one who trains on their own classes learns
+before training, not at the first evaluation, that the heads need their number.
 """
 import os
 import os.path as osp
@@ -83,3 +85,51 @@ def check_dataset_paths(cfg: Config, loaders=ALL_LOADERS):
         '\nPlace the dataset there (relative paths are relative to the current '
         'directory), or point the config at it, e.g.\n  --cfg-options ' + fix +
         '\nFor a quick try without any download, run the demo: see README.')
+
+
+class ClassCountError(UserError, ValueError):
+    """The dataset's classes and the model's heads disagree in number."""
+
+
+# heads whose outputs are the dataset's classes (an RPN's one class is not)
+CLASS_HEADS = ('roi_head.bbox_head', 'roi_head.mask_head', 'bbox_head', 'mask_head',
+               'decode_head', 'auxiliary_head')
+
+
+def head_class_counts(model_cfg):
+    """``[(key path, num_classes)]`` of every head in ``model_cfg`` that predicts the
+    dataset's classes (lists of heads, as in Cascade R-CNN, item by item)."""
+    counts = []
+    for key in CLASS_HEADS:
+        node = model_cfg
+        for part in key.split('.'):
+            node = node.get(part) if isinstance(node, dict) else None
+        items = enumerate(node) if isinstance(node, (list, tuple)) else [(None, node)]
+        for i, head in items:
+            if isinstance(head, dict) and isinstance(head.get('num_classes'), int):
+                path = f'model.{key}' + ('' if i is None else f'.{i}')
+                counts.append((f'{path}.num_classes', head['num_classes']))
+    return counts
+
+
+def check_num_classes(cfg: Config, loaders=ALL_LOADERS):
+    """Raise :class:`ClassCountError` when a dataset names its classes
+    (``metainfo.classes``) and a head predicts another number of them: training would
+    run, and the first evaluation would fail on a class the dataset does not have."""
+    heads = head_class_counts(cfg.get('model') or {})
+    for loader in loaders:
+        if not cfg.get(loader):
+            continue
+        for key_path, ds in _dataset_cfgs(cfg[loader]['dataset'], f'{loader}.dataset'):
+            classes = (ds.get('metainfo') or {}).get('classes')
+            if classes is None:
+                continue
+            n = 1 if isinstance(classes, str) else len(classes)
+            wrong = [(key, count) for key, count in heads if count != n]
+            if wrong:
+                raise ClassCountError(
+                    f'{key_path}.metainfo.classes names {n} classes, but '
+                    + ', '.join(f'{key}={count}' for key, count in wrong)
+                    + '. A head must predict the dataset\'s classes (predictions of other '
+                    'classes break the evaluation). Set it to the dataset\'s number, e.g.\n'
+                    '  --cfg-options ' + ' '.join(f'{key}={n}' for key, _ in wrong))

@@ -2,6 +2,8 @@
 their result lines; the numbers themselves are not checked (timings are not tests)."""
 import re
 
+import pytest
+
 
 def test_benchmark_backbone_cpu(run_script):
     proc = run_script('tools/analysis/benchmark_backbone.py', '--arch', 'femto', '--size', 48,
@@ -91,22 +93,26 @@ def test_benchmark_dwconv_cpu(run_script):
     assert [r[0] for r in rows] == ['cl', 'nchw', 'cl_nocudnn']
 
 
-def test_time_to_speed_cpu(run_script, ade_root, tmp_path):
-    """tools/train.py on the segmentation demo config for 4 iterations: every iteration's
-    time since launch, and the train.py arguments passed through."""
+@pytest.mark.parametrize('gpus', [1, 2])
+def test_time_to_speed_cpu(run_script, ade_root, tmp_path, gpus):
+    """tools/train.py (or tools/dist_train.sh, two processes on gloo) on the segmentation
+    demo config for 4 iterations: every iteration's time since launch, and the train.py
+    arguments passed through."""
     root = f'{ade_root}/'
     proc = run_script(
         'tools/analysis/time_to_speed.py', 'configs/demo/upernet_mambaout_demo.py',
-        '--work-dir', tmp_path / 'w', '--tail', 2, '--out', tmp_path / 'r.json', '--',
+        '--work-dir', tmp_path / 'w', '--tail', 2, '--out', tmp_path / 'r.json',
+        '--gpus', gpus, '--',
         '--cfg-options', *[f'{k}_dataloader.dataset.data_root={root}'
                            for k in ('train', 'val', 'test')],
         'train_cfg.max_iters=4', 'train_cfg.val_interval=100', 'train_dataloader.batch_size=2',
         *[f'{k}_dataloader.num_workers=0' for k in ('train', 'val', 'test')],
         *[f'{k}_dataloader.persistent_workers=False' for k in ('train', 'val', 'test')])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    row = re.search(r'^\| 4 \| (\d+) \| - \| - \| (\d+) \| ([\d.]+) \| - \| - \| - \| \d+ \|$',
-                    proc.stdout, re.M)   # steady: fewer iterations than a window
+    row = re.search(rf'^\| {gpus} \| 4 \| (\d+) \| - \| - \| (\d+) \| ([\d.]+) \| ([\d.]+) \| - \| '
+                    r'- \| - \| \d+ \|$', proc.stdout, re.M)   # steady: fewer iterations than a window
     assert row and int(row.group(1)) <= int(row.group(2)), proc.stdout[-2000:]
+    assert float(row.group(4)) == pytest.approx(2 * gpus / float(row.group(3)), rel=0.01)
     import json
     result = json.loads((tmp_path / 'r.json').read_text())
     assert len(result['iter_s']) == 4 and result['launch_to_iter'] == sorted(
@@ -127,3 +133,32 @@ def test_time_to_speed_reads_mmengine_log_lines(load_script):
     # windows of 10 from iteration 7 on hold at most four slow ones: median 1
     assert module.steady_from([5] * 10 + [1] * 20, 1.0, 1.25) == 7
     assert module.steady_from([1] * 9, 1.0, 1.25) is None
+
+
+def test_check_ddp_cpu(run_script):
+    """Two processes on gloo, the demo detector, the hook's mode (eager on the CPU) against
+    eager: the same gradients on both ranks and the same losses."""
+    import socket
+    with socket.socket() as sock:   # a free port for the rendezvous
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    proc = run_script('-m', 'torch.distributed.run', '--nproc_per_node', 2, '--master_port', port,
+                      'tools/analysis/check_ddp.py', 'configs/demo/mask_rcnn_mambaout_demo.py',
+                      '--steps', 2, '--modes', 'hook', 'False', '--det-size', 128, 96, 96, 128)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = re.findall(r'^\| (hook|False) \| (\d) \| \((\d+), (\d+)\) \| ([\d.]+) \| [\d.e+-]+ \| '
+                      r'(\d+) \| ([\d.e+-]+) \| ([\d.e+-]+) \|$', proc.stdout, re.M)
+    assert [r[:4] for r in rows] == [('hook', '1', '128', '96'), ('hook', '2', '96', '128'),
+                                     ('False', '1', '128', '96'), ('False', '2', '96', '128')]
+    assert all(r[5] == '0' and float(r[7]) == 0 for r in rows)
+    assert 'OK: identical gradients on all ranks' in proc.stdout
+
+
+def test_check_ddp_rank_differences(load_script):
+    import torch
+    module = load_script('tools/analysis/check_ddp.py')
+    same = torch.tensor([1., float('inf'), -2.])
+    assert module.rank_differences([same, same.clone()]) == (0, 0.)
+    other = torch.tensor([1., float('inf'), -2.5])
+    assert module.rank_differences([same, other, same]) == (1, 0.5)
+    assert module.rank_differences([same, torch.tensor([1., float('-inf'), -2.])])[0] == 1

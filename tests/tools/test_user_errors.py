@@ -149,6 +149,7 @@ def _cases(f):
               for k in ('train', 'val', 'test')],
             *[f'{k}_evaluator.ann_file={f["tmp"]}/demo/coco/annotations/instances_val2017.json'
               for k in ('val', 'test')],
+            'model.roi_head.bbox_head.num_classes=6', 'model.roi_head.mask_head.num_classes=6',
             'model.backbone.init_cfg.checkpoint=http://127.0.0.1:9/mambaout_tiny.pth',
             env=dict(ENV, MMMAMBAOUT_CACHE=str(f['tmp'] / 'cache'))),
         'missing_parent': (train, DET, *wd, '--cfg-options', *coco, 'model.bakbone.arch=tiny'),
@@ -156,6 +157,8 @@ def _cases(f):
         'dataset': (train, DET, *wd, '--cfg-options',
                     f'train_dataloader.dataset.data_root={f["tmp"]}/nowhere/'),
         'removed_key': (train, DET, *wd, '--cfg-options', 'train_speedups=False'),
+        'num_classes': (train, DET, *wd, '--cfg-options', *coco,
+                        f'train_dataloader.dataset.metainfo.classes={DEMO_CLASSES}'),
         'load_from': (train, DET, *wd, '--cfg-options', f'load_from={f["tmp"]}/nothere.pth'),
         'init_cfg': (train, DET, *wd, '--cfg-options',
                      f'model.backbone.init_cfg.checkpoint={f["tmp"]}/pretrained.pth'),
@@ -297,6 +300,13 @@ def test_unknown_arch(runs):
 ])
 def test_cfg_options_key_that_matches_nothing(runs, case, words):
     _user_error(runs[case], *words)
+
+
+def test_classes_and_heads_disagree(runs):
+    _user_error(runs['num_classes'], 'train_dataloader.dataset.metainfo.classes names 6 classes',
+                'model.roi_head.bbox_head.num_classes=80, model.roi_head.mask_head.num_classes=80',
+                '--cfg-options model.roi_head.bbox_head.num_classes=6 '
+                'model.roi_head.mask_head.num_classes=6')
 
 
 def test_training_an_evaluation_config(runs):

@@ -4,6 +4,10 @@ iteration from the launch of the command.
     python tools/analysis/time_to_speed.py configs/mask_rcnn_mambaout_t_1x_coco.py \\
         --work-dir work_dirs/speed -- --cfg-options train_dataloader.dataset.data_root=...
 
+With ``--gpus N`` (N > 1) it runs ``tools/dist_train.sh CONFIG N`` instead (one process
+per GPU, DDP; rank 0 logs); the table's s/iter is then per GPU, each GPU taking the
+config's batch, and img/s counts all GPUs.
+
 Everything after ``--`` goes to ``tools/train.py``; the script adds a log line per
 iteration (``default_hooks.logger.interval=1``, ``log_processor.window_size=1``). It then
 reads the run's log: mmengine's ``time`` of each iteration (from the end of the previous
@@ -44,6 +48,8 @@ def parse_args(argv=None):
                    help='iterations at the end whose median is the steady time')
     p.add_argument('--tolerance', type=float, default=1.25,
                    help='steady once every 10-iteration median stays within this factor')
+    p.add_argument('--gpus', type=int, default=1,
+                   help='more than 1: train with tools/dist_train.sh on this many GPUs')
     p.add_argument('--out', help='also write the per-iteration times as JSON here')
     p.add_argument('--timeout', type=float, default=None,
                    help='stop training (Ctrl-C, as a user would) after this many seconds '
@@ -65,6 +71,16 @@ def with_iteration_logs(train_args):
         i = args.index('--cfg-options') + 1
         return args[:i] + extra + args[i:]
     return args + ['--cfg-options'] + extra
+
+
+def images_per_iteration(config, train_args):
+    """Images per GPU and iteration: the config's train batch size, or the
+    ``train_dataloader.batch_size=`` given after ``--``."""
+    for arg in train_args:
+        if arg.startswith('train_dataloader.batch_size='):
+            return int(arg.split('=', 1)[1])
+    from mmengine.config import Config
+    return Config.fromfile(config).train_dataloader.batch_size
 
 
 def iteration_times(work_dir):
@@ -110,17 +126,21 @@ def main(argv=None):
 
     import torch
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'
-    cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), args.config,
-           '--work-dir', args.work_dir] + with_iteration_logs(args.train_args)
+    if args.gpus > 1:
+        cmd = ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), args.config, str(args.gpus)]
+    else:
+        cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), args.config]
+    cmd += ['--work-dir', args.work_dir] + with_iteration_logs(args.train_args)
+    batch = images_per_iteration(args.config, args.train_args)
     print('command: python ' + ' '.join(sys.argv))
     print(f'device: {device}; torch {torch.__version__} (CUDA {torch.version.cuda}); '
           f'TORCHINDUCTOR_CACHE_DIR={os.environ.get("TORCHINDUCTOR_CACHE_DIR", "(default)")}')
     launch = time.time()
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen(cmd, start_new_session=True)   # its own group: Ctrl-C reaches all ranks
     try:
         rc = proc.wait(timeout=args.timeout)
     except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)
         rc = proc.wait()
         print(f'stopped after {args.timeout:.0f} s (--timeout)')
     total = time.time() - launch
@@ -135,13 +155,14 @@ def main(argv=None):
     # the median hides the spikes that remain after the steady point: the mean shows them
     after = times[k - 1:] if k else []
     mean_after = f'{statistics.mean(after):.3f}' if after else '-'
-    print(f'| iterations | launch -> iter 1 s | -> iter 10 s | -> iter 40 s | -> last s | '
-          f'steady s/iter (median of last {args.tail}) | steady from iter | at s | '
-          f'mean s/iter from there | command total s |')
-    print('|---' * 10 + '|')
+    print(f'| GPUs | iterations | launch -> iter 1 s | -> iter 10 s | -> iter 40 s | -> last s | '
+          f'steady s/iter (median of last {args.tail}) | img/s (all GPUs) | steady from iter | '
+          f'at s | mean s/iter from there | command total s |')
+    print('|---' * 12 + '|')
     at = lambda i: f'{elapsed[i - 1]:.0f}' if i and i <= len(elapsed) else '-'  # noqa: E731
-    print(f'| {len(times)} | {at(1)} | {at(10)} | {at(40)} | {elapsed[-1]:.0f} | {steady:.3f} | '
-          f'{k or "-"} | {at(k)} | {mean_after} | {total:.0f} |')
+    print(f'| {args.gpus} | {len(times)} | {at(1)} | {at(10)} | {at(40)} | {elapsed[-1]:.0f} | '
+          f'{steady:.3f} | {args.gpus * batch / steady:.1f} | {k or "-"} | {at(k)} | '
+          f'{mean_after} | {total:.0f} |')
     print('per-iteration s: ' + ' '.join(f'{t:.2f}' for t in times))
     if val:
         print(f'validation: {len(val)} iterations, median {statistics.median(val):.3f} s, '
@@ -149,6 +170,7 @@ def main(argv=None):
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(dict(command=sys.argv, device=device, torch=torch.__version__,
+                           gpus=args.gpus, images_per_gpu=batch,
                            launch_to_iter=elapsed, iter_s=times, val_s=val,
                            steady_s=steady, steady_from=k, total_s=total), f, indent=1)
 
