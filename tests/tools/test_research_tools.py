@@ -1,6 +1,7 @@
-"""tools/analysis/benchmark_scaling.py and ablation_demo.py on the CPU: the exponent fit,
-the table and files, the ablation's runs and how it reads their metrics (the measurements
-themselves are GPU runs, docs/research.md)."""
+"""tools/analysis/benchmark_scaling.py, ablation_demo.py and compare_seeds.py on the CPU:
+the exponent fit, the table and files, the ablation's runs and how it reads their metrics,
+the seed comparison's runs and tables (the measurements themselves are GPU runs,
+docs/research.md)."""
 import json
 import math
 import sys
@@ -11,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'tools' / 'analysis'))
 import ablation_demo  # noqa: E402
 import benchmark_scaling  # noqa: E402
+import compare_seeds  # noqa: E402
 
 
 def test_exponent_fit_recovers_a_power_law():
@@ -48,3 +50,51 @@ def test_ablation_reads_the_test_metrics(tmp_path):
     assert ablation_demo.metric_values(str(tmp_path / 'run'), 'det') == {
         'coco/bbox_mAP': 0.41, 'coco/segm_mAP': 0.38}
     assert ablation_demo.metric_values(str(tmp_path / 'run'), 'seg') is None
+
+
+def test_compare_seeds_config_overrides_and_command():
+    assert compare_seeds.split_config("c.py#a.b=1,m.mixers=('x','y'),c=2") == (
+        'c.py', ['a.b=1', "m.mixers=('x','y')", 'c=2'])
+    assert compare_seeds.split_config('c.py') == ('c.py', [])
+    cmd = compare_seeds.train_command('configs/demo/upernet_mambaout_demo.py#a=1', 3, 'w',
+                                      ['--cfg-options', 'x=1', 'y=2', '--amp'])
+    assert cmd[1:] == [str(Path(compare_seeds.ROOT) / 'tools' / 'train.py'),
+                       'configs/demo/upernet_mambaout_demo.py', '--work-dir', 'w',
+                       '--cfg-options', 'x=1', 'y=2', 'randomness.seed=3', 'a=1', '--amp']
+    with pytest.raises(SystemExit, match='not found'):
+        compare_seeds.resolve('configs/nothere.py')
+
+
+def test_compare_seeds_summary_verdicts():
+    results = {('a', 0): {1: {'mIoU': 0.10}, 2: {'mIoU': 0.30}},
+               ('a', 1): {1: {'mIoU': 0.12}, 2: {'mIoU': 0.34}},
+               ('b', 0): {2: {'mIoU': 0.33}}, ('b', 1): {2: {'mIoU': 0.35}},
+               ('c', 0): {2: {'mIoU': 0.60}}, ('c', 1): {2: {'mIoU': 0.61}}}
+    lines = compare_seeds.summarise(['a', 'b', 'c'], [0, 1], results)
+    assert '| a | 1 | 0.110 ± 0.014 (0.100, 0.120) |' in lines
+    assert '| b | 1 |' not in '\n'.join(lines)   # no validation of b at step 1
+    assert '| b | mIoU | +0.020 | 0.020 / 0.040 | within the spread |' in lines
+    assert '| c | mIoU | +0.285 | 0.010 / 0.040 | outside the spread |' in lines
+
+
+def test_compare_seeds_trains_and_compares_on_cpu(ade_root, tmp_path, capsys):
+    """Two configs (the second with an override) x two seeds, validation after each of
+    two iterations, two runs at a time."""
+    opts = [f'{k}_dataloader.{o}' for k in ('train', 'val', 'test') for o in (
+        f'dataset.data_root={ade_root}/', 'num_workers=0', 'persistent_workers=False')]
+    status = compare_seeds.main([
+        'configs/demo/upernet_mambaout_demo.py',
+        'configs/demo/upernet_mambaout_demo.py#model.backbone.drop_path_rate=0.1',
+        '--seeds', '0', '1', '--parallel', '2', '--work-dir', str(tmp_path), '--',
+        '--cfg-options', *opts, 'train_cfg.max_iters=2', 'train_cfg.val_interval=1', 'train_cfg.val_begin=1',
+        'train_dataloader.batch_size=2'])
+    out = capsys.readouterr().out
+    assert status == 0, out + ''.join(p.read_text()[-2000:] for p in tmp_path.glob('*.log'))
+    for config in ('configs/demo/upernet_mambaout_demo.py',
+                   'configs/demo/upernet_mambaout_demo.py#model.backbone.drop_path_rate=0.1'):
+        for step in (1, 2):
+            assert f'| {config} | {step} | ' in out, out
+    assert '| configs/demo/upernet_mambaout_demo.py#model.backbone.drop_path_rate=0.1 | mIoU |' in out
+    # the override and the seed reached the run
+    config = next((tmp_path / 'config1_seed1').glob('*.py')).read_text()
+    assert 'drop_path_rate=0.1' in config and 'seed=1' in config

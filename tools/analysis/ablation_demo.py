@@ -32,6 +32,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from compare_seeds import run_parallel  # noqa: E402
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = {
     'det': {'mambaout': 'configs/demo/mask_rcnn_mambaout_demo.py',
@@ -116,22 +119,17 @@ def main(argv=None):
                    stdout=subprocess.DEVNULL)
     os.makedirs(args.work_dir, exist_ok=True)
     jobs = [(t, v, s) for t in args.tasks for v in args.variants for s in args.seeds]
-    running, results, start = [], {}, time.time()
-    while jobs or running:
-        while jobs and len(running) < args.parallel:
-            job = jobs.pop(0)
-            running.append((job, run_one(*job, args.data, args.work_dir, args.options)))
-        time.sleep(2)
-        for item in list(running):
-            (task, variant, seed), proc = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            work = osp.join(args.work_dir, f'{task}_{variant}_seed{seed}')
-            results[(task, variant, seed)] = metric_values(work, task) if proc.returncode == 0 else None
-            print(f'[{time.time() - start:6.0f} s] {task} {variant} seed {seed}: '
-                  f'{results[(task, variant, seed)] or f"failed (exit {proc.returncode})"}',
-                  flush=True)
+    results, start = {}, time.time()
+
+    def done(job, returncode):
+        task, variant, seed = job
+        work = osp.join(args.work_dir, f'{task}_{variant}_seed{seed}')
+        results[job] = metric_values(work, task) if returncode == 0 else None
+        print(f'[{time.time() - start:6.0f} s] {task} {variant} seed {seed}: '
+              f'{results[job] or f"failed (exit {returncode})"}', flush=True)
+
+    run_parallel(jobs, args.parallel,
+                 lambda job: run_one(*job, args.data, args.work_dir, args.options), done)
     for task in args.tasks:
         print(f'\n{task}: mean ± std over seeds {args.seeds} (per seed)')
         print('| variant | ' + ' | '.join(METRICS[task]) + ' |')

@@ -1,0 +1,206 @@
+#!/usr/bin/env python
+"""Do two training setups learn alike? Train each config with several seeds, side by side,
+and compare the validation metrics per epoch: mean, spread and every seed's value.
+
+    python tools/analysis/compare_seeds.py configs/mask_rcnn_mambaout_t_1x_coco.py \\
+        configs/stock/mask_rcnn_mambaout_t_1x_coco.py --seeds 0 1 2 --parallel 6 \\
+        --work-dir work_dirs/seeds -- --cfg-options train_cfg.max_epochs=3 ...
+
+Each config may carry its own overrides after ``#`` (``CONFIG#key=value,key=value``;
+values may hold commas), e.g. ``configs/x.py#model.backbone.drop_path_rate=0.``; upstream
+configs are named ``mmdet::path`` or ``mmseg::path``. Everything after ``--`` goes to every
+run of ``tools/train.py`` (its ``--cfg-options`` come first, then ``randomness.seed`` and
+the config's own overrides). ``--parallel`` runs share the machine (one GPU holds several).
+
+The metrics are the validation results that training logs (set ``train_cfg.val_interval``
+for how often), read from each run's ``vis_data/scalars.json``; ``--metrics`` picks them
+(default: bbox and segm mAP for detectors, mIoU for segmentors, accuracy/top1 for
+classifiers). The tables give, per config and validation epoch (or iteration), the mean
+and the sample standard deviation over seeds and each seed's value, and per metric the
+last validation's difference of each config's mean from the first config's, beside the
+spread (largest minus smallest seed) of the two: "within the spread" when the difference
+is no larger than the larger spread.
+"""
+import argparse
+import glob
+import json
+import os
+import os.path as osp
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+DEFAULT_METRICS = ('coco/bbox_mAP', 'coco/segm_mAP', 'mIoU', 'accuracy/top1')
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('configs', nargs='+', help='CONFIG or CONFIG#key=value,key=value')
+    p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    p.add_argument('--parallel', type=int, default=2, help='runs at a time')
+    p.add_argument('--work-dir', required=True, help='one folder per run below it')
+    p.add_argument('--metrics', nargs='+', default=None,
+                   help=f'validation metrics to compare (default: those of {DEFAULT_METRICS} '
+                        'that the runs log)')
+    p.epilog = 'after --: arguments for every tools/train.py run'
+    argv = sys.argv[1:] if argv is None else list(argv)
+    cut = argv.index('--') if '--' in argv else len(argv)
+    args = p.parse_args(argv[:cut])
+    args.train_args = argv[cut + 1:]
+    if args.parallel < 1:
+        p.error(f'--parallel must be at least 1, got {args.parallel}')
+    return args
+
+
+def split_config(spec):
+    """``'cfg.py#a=1,b=(1,2)'`` -> ``('cfg.py', ['a=1', 'b=(1,2)'])``: a comma starts a new
+    override only where a ``key=`` follows."""
+    path, _, overrides = spec.partition('#')
+    return path, [o for o in re.split(r',(?=[\w.]+=)', overrides) if o] if overrides else []
+
+
+def resolve(path):
+    """A config file path (``mmdet::`` / ``mmseg::`` names: the installed package's)."""
+    if '::' in path:
+        pkg, rel = path.split('::', 1)
+        module = __import__(pkg)
+        path = osp.join(osp.dirname(module.__file__), '.mim', 'configs', rel)
+    if not osp.isfile(osp.join(ROOT, path)) and not osp.isfile(path):
+        raise SystemExit(f'config {path!r} not found')
+    return path
+
+
+def train_command(spec, seed, work, train_args):
+    """``tools/train.py`` for one config and seed: the user's arguments, then the seed and
+    the config's own overrides in ``--cfg-options``."""
+    path, overrides = split_config(spec)
+    args = list(train_args)
+    extra = [f'randomness.seed={seed}'] + overrides
+    if '--cfg-options' in args:
+        i = args.index('--cfg-options') + 1
+        while i < len(args) and not args[i].startswith('--'):
+            i += 1
+        args[i:i] = extra
+    else:
+        args += ['--cfg-options'] + extra
+    return [sys.executable, osp.join(ROOT, 'tools', 'train.py'), resolve(path),
+            '--work-dir', work] + args
+
+
+def run_parallel(jobs, parallel, start, done, poll=2.0):
+    """Start ``start(job)`` (a Popen) for each job, at most ``parallel`` at a time, and call
+    ``done(job, returncode)`` as each ends, in the order they end."""
+    jobs, running = list(jobs), []
+    while jobs or running:
+        while jobs and len(running) < parallel:
+            job = jobs.pop(0)
+            running.append((job, start(job)))
+        time.sleep(poll)
+        for item in list(running):
+            job, proc = item
+            if proc.poll() is not None:
+                running.remove(item)
+                done(job, proc.returncode)
+
+
+def validation_metrics(work):
+    """``{step: {metric: value}}`` of every validation that the newest run under ``work``
+    logged (mmengine's scalars.json: a validation record has no ``loss``)."""
+    runs = sorted(glob.glob(osp.join(work, '*', 'vis_data', 'scalars.json')))
+    if not runs:
+        return {}
+    out = {}
+    with open(runs[-1]) as f:
+        for line in f:
+            record = json.loads(line)
+            if 'loss' in record or 'step' not in record:
+                continue
+            out.setdefault(record['step'], {}).update(
+                {k: v for k, v in record.items() if isinstance(v, (int, float))})
+    return out
+
+
+def mean_std(values):
+    """``'mean ± sample std (v1, v2, ...)'``."""
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return (f'{statistics.fmean(values):.3f} ± {std:.3f} '
+            f'({", ".join(f"{v:.3f}" for v in values)})')
+
+
+def summarise(configs, seeds, results, metrics=None):
+    """The tables as text lines. ``results[(config, seed)]`` = :func:`validation_metrics`."""
+    found = {k for runs in results.values() for rec in runs.values() for k in rec}
+    metrics = list(metrics or [m for m in DEFAULT_METRICS if m in found])
+    lines = []
+    if not metrics:
+        return ['no validation metrics in the runs\' logs (did validation run? set '
+                'train_cfg.val_interval, or --metrics)']
+    steps = sorted({s for runs in results.values() for s in runs})
+    lines.append('| config | validation step | ' + ' | '.join(metrics) + ' |')
+    lines.append('|---|---|' + '---|' * len(metrics))
+    finals = {}
+    for config in configs:
+        for step in steps:
+            cells, seen = [], False
+            for metric in metrics:
+                values = [results[(config, s)][step][metric] for s in seeds
+                          if metric in results.get((config, s), {}).get(step, {})]
+                seen |= bool(values)
+                cells.append(mean_std(values) if values else '-')
+                if values and step == steps[-1]:
+                    finals[(config, metric)] = values
+            if seen:
+                lines.append(f'| {config} | {step} | ' + ' | '.join(cells) + ' |')
+    lines.append('')
+    lines.append(f'last validation (step {steps[-1]}): mean difference from {configs[0]}, '
+                 'against the larger spread (max - min over seeds) of the two')
+    lines.append('| config | metric | difference of means | spread, this / first | verdict |')
+    lines.append('|---|---|---|---|---|')
+    for config in configs[1:]:
+        for metric in metrics:
+            a, b = finals.get((configs[0], metric)), finals.get((config, metric))
+            if not a or not b:
+                lines.append(f'| {config} | {metric} | - | - | missing runs |')
+                continue
+            diff = statistics.fmean(b) - statistics.fmean(a)
+            spread_a, spread_b = max(a) - min(a), max(b) - min(b)
+            verdict = ('within the spread' if abs(diff) <= max(spread_a, spread_b)
+                       else 'outside the spread')
+            lines.append(f'| {config} | {metric} | {diff:+.3f} | {spread_b:.3f} / {spread_a:.3f} '
+                         f'| {verdict} |')
+    return lines
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    for spec in args.configs:
+        resolve(split_config(spec)[0])   # every config found before anything starts
+    print('command: python ' + ' '.join(shlex.quote(a) for a in sys.argv), flush=True)
+    os.makedirs(args.work_dir, exist_ok=True)
+    works = {(c, s): osp.join(args.work_dir, f'config{i}_seed{s}')
+             for i, c in enumerate(args.configs) for s in args.seeds}
+    results, begin = {}, time.time()
+
+    def start(job):
+        log = open(works[job] + '.log', 'w')
+        return subprocess.Popen(train_command(job[0], job[1], works[job], args.train_args),
+                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+    def done(job, returncode):
+        results[job] = validation_metrics(works[job]) if returncode == 0 else {}
+        status = 'done' if returncode == 0 else f'failed (exit {returncode}, see {works[job]}.log)'
+        print(f'[{time.time() - begin:6.0f} s] {job[0]} seed {job[1]}: {status}', flush=True)
+
+    run_parallel(works, args.parallel, start, done)
+    for i, config in enumerate(args.configs):
+        print(f'config{i}: {config}')
+    print('\n'.join(summarise(args.configs, args.seeds, results, args.metrics)))
+    return 0 if all(results.values()) else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
