@@ -12,14 +12,20 @@ from mmmambaout.utils.cli import disable_pretrained
 from mmmambaout.utils.synthetic import batch_for
 
 
-def resolve_config(name: str) -> Config:
+def config_path(name: str) -> str:
+    """The file of config ``name`` (``mmdet::...`` / ``mmseg::...``: the installed
+    package's); FileNotFoundError if there is none."""
     if '::' in name:
         pkg, rel = name.split('::', 1)
         module = __import__(pkg)
         name = osp.join(osp.dirname(module.__file__), '.mim', 'configs', rel)
     if not osp.isfile(name):
         raise FileNotFoundError(f'config {name!r} not found')
-    return Config.fromfile(name)
+    return name
+
+
+def resolve_config(name: str) -> Config:
+    return Config.fromfile(config_path(name))
 
 
 def build_train_step(name, device, amp=False, batch=2, det_size=(1333, 800),

@@ -59,7 +59,8 @@ def test_compare_seeds_config_overrides_and_command():
     cmd = compare_seeds.train_command('configs/demo/upernet_mambaout_demo.py#a=1', 3, 'w',
                                       ['--cfg-options', 'x=1', 'y=2', '--amp'])
     assert cmd[1:] == [str(Path(compare_seeds.ROOT) / 'tools' / 'train.py'),
-                       'configs/demo/upernet_mambaout_demo.py', '--work-dir', 'w',
+                       str(Path(compare_seeds.ROOT) / 'configs/demo/upernet_mambaout_demo.py'),
+                       '--work-dir', 'w',
                        '--cfg-options', 'x=1', 'y=2', 'randomness.seed=3', 'a=1', '--amp']
     with pytest.raises(SystemExit, match='not found'):
         compare_seeds.resolve('configs/nothere.py')

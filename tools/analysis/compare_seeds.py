@@ -34,6 +34,9 @@ import sys
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path[:0] = [ROOT, osp.dirname(osp.abspath(__file__))]
+from time_to_speed import parse_with_train_args  # noqa: E402
+
 DEFAULT_METRICS = ('coco/bbox_mAP', 'coco/segm_mAP', 'mIoU', 'accuracy/top1')
 
 
@@ -47,10 +50,7 @@ def parse_args(argv=None):
                    help=f'validation metrics to compare (default: those of {DEFAULT_METRICS} '
                         'that the runs log)')
     p.epilog = 'after --: arguments for every tools/train.py run'
-    argv = sys.argv[1:] if argv is None else list(argv)
-    cut = argv.index('--') if '--' in argv else len(argv)
-    args = p.parse_args(argv[:cut])
-    args.train_args = argv[cut + 1:]
+    args = parse_with_train_args(p, argv)
     if args.parallel < 1:
         p.error(f'--parallel must be at least 1, got {args.parallel}')
     return args
@@ -64,14 +64,13 @@ def split_config(spec):
 
 
 def resolve(path):
-    """A config file path (``mmdet::`` / ``mmseg::`` names: the installed package's)."""
-    if '::' in path:
-        pkg, rel = path.split('::', 1)
-        module = __import__(pkg)
-        path = osp.join(osp.dirname(module.__file__), '.mim', 'configs', rel)
-    if not osp.isfile(osp.join(ROOT, path)) and not osp.isfile(path):
-        raise SystemExit(f'config {path!r} not found')
-    return path
+    """A config's absolute path (the runs start in the repository root; ``mmdet::`` /
+    ``mmseg::`` names: the installed package's)."""
+    from mmmambaout.utils.train_step import config_path
+    try:
+        return osp.abspath(config_path(path))
+    except FileNotFoundError as e:
+        raise SystemExit(str(e)) from None
 
 
 def train_command(spec, seed, work, train_args):

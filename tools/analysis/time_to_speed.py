@@ -55,9 +55,15 @@ def parse_args(argv=None):
                    help='stop training (Ctrl-C, as a user would) after this many seconds '
                         'and report the iterations that ran')
     p.epilog = 'after --: arguments for tools/train.py'
+    return parse_with_train_args(p, argv)
+
+
+def parse_with_train_args(parser, argv=None):
+    """``parser``'s arguments before ``--``; what follows it (arguments for
+    ``tools/train.py``) as ``args.train_args``."""
     argv = sys.argv[1:] if argv is None else list(argv)
     cut = argv.index('--') if '--' in argv else len(argv)
-    args = p.parse_args(argv[:cut])
+    args = parser.parse_args(argv[:cut])
     args.train_args = argv[cut + 1:]
     return args
 
