@@ -11,9 +11,11 @@ so it names this hook, and the hook chooses in ``before_train``:
 * a backbone whose ``compile_stages`` the config set (True, False or a mode), or that
   checkpoints blocks (``with_cp``): left as configured;
 * otherwise :meth:`MambaOut.compile_blocks` with ``'reduce-overhead'`` (CUDA graphs in
-  training steps) when ``cuda_graphs`` is on and the optimizer wrapper accumulates no
-  gradients, on one GPU as under DDP (``tools/dist_train.sh``, slurm; checked on two
-  GPUs with ``tools/analysis/check_ddp.py``); else ``True`` (compiled, no graphs).
+  training steps) when ``cuda_graphs`` is on, the optimizer wrapper accumulates no
+  gradients and the model is unwrapped or in PyTorch's DistributedDataParallel
+  (``tools/dist_train.sh``, slurm; two GPUs trained so, docs/benchmarks.md); else ``True``
+  (compiled, no graphs: gradient accumulation, and wrappers whose graphs under replay
+  nobody checked: FSDP, DeepSpeed, ColossalAI, mmengine's separate DDP).
 
 Only training steps run compiled: validation inside training, testing and inference run
 the stages eagerly (see ``MambaOutStage``). Each stage compiles one graph with symbolic
@@ -56,9 +58,20 @@ def inductor_cache_dir() -> str:
     return default_cache_dir()
 
 
-def compile_mode(cuda_graphs: bool, accumulative_counts: int):
+def graphs_checked_for(model) -> bool:
+    """Whether CUDA graphs were checked under how ``model`` (``runner.model``) is wrapped:
+    not at all, or in (a subclass of) PyTorch's DistributedDataParallel."""
+    from mmengine.model import MMSeparateDistributedDataParallel
+    from torch.nn.parallel import DistributedDataParallel
+    return not is_model_wrapper(model) or (
+        isinstance(model, DistributedDataParallel)
+        # a DDP subclass that wraps each submodule in a DDP of its own instead
+        and not isinstance(model, MMSeparateDistributedDataParallel))
+
+
+def compile_mode(cuda_graphs: bool, accumulative_counts: int, graphs_checked: bool = True):
     """``torch.compile`` mode for the stages: graphs only where they are safe."""
-    if cuda_graphs and accumulative_counts == 1:
+    if cuda_graphs and accumulative_counts == 1 and graphs_checked:
         return GRAPH_MODE
     return True
 
@@ -93,7 +106,7 @@ class MambaOutCompileHook(Hook):
                                'stages run eagerly')
             return
         counts = getattr(runner.optim_wrapper, '_accumulative_counts', 1)
-        mode = compile_mode(self.cuda_graphs, counts)
+        mode = compile_mode(self.cuda_graphs, counts, graphs_checked_for(runner.model))
         for backbone in backbones:
             if backbone.compile_stages is not None or any(s.with_cp for s in backbone.stages):
                 continue

@@ -91,14 +91,20 @@ class ClassCountError(UserError, ValueError):
     """The dataset's classes and the model's heads disagree in number."""
 
 
-# heads whose outputs are the dataset's classes (an RPN's one class is not)
+# heads whose outputs are the dataset's classes (an RPN's one class is not); in panoptic
+# metainfo the detection heads predict the thing classes
 CLASS_HEADS = ('roi_head.bbox_head', 'roi_head.mask_head', 'bbox_head', 'mask_head',
                'decode_head', 'auxiliary_head')
+THING_HEADS = ('roi_head.bbox_head', 'roi_head.mask_head', 'bbox_head', 'mask_head')
 
 
 def head_class_counts(model_cfg):
-    """``[(key path, num_classes)]`` of every head in ``model_cfg`` that predicts the
-    dataset's classes (lists of heads, as in Cascade R-CNN, item by item)."""
+    """``[(head key, key path of num_classes, num_classes)]`` of every head in
+    ``model_cfg`` that predicts the dataset's classes (lists of heads, as in Cascade
+    R-CNN, item by item). None for models that ground text (their heads' ``num_classes``
+    is a text length, not a class count)."""
+    if 'language_model' in model_cfg:
+        return None
     counts = []
     for key in CLASS_HEADS:
         node = model_cfg
@@ -108,28 +114,60 @@ def head_class_counts(model_cfg):
         for i, head in items:
             if isinstance(head, dict) and isinstance(head.get('num_classes'), int):
                 path = f'model.{key}' + ('' if i is None else f'.{i}')
-                counts.append((f'{path}.num_classes', head['num_classes']))
+                counts.append((key, f'{path}.num_classes', head['num_classes']))
     return counts
+
+
+def _count(names):
+    """How many classes a ``metainfo`` entry names: a sequence, or (as mmengine reads a
+    string) the lines of a file; None when that cannot be told here."""
+    if isinstance(names, str):
+        if not osp.isfile(names):
+            return None
+        from mmengine.fileio import list_from_file
+        return len(list_from_file(names))
+    return len(names)
+
+
+def _plural(n, word):
+    return f'{n} {word}' + ('' if n == 1 else 'es' if word.endswith('s') else 's')
 
 
 def check_num_classes(cfg: Config, loaders=ALL_LOADERS):
     """Raise :class:`ClassCountError` when a dataset names its classes
-    (``metainfo.classes``) and a head predicts another number of them: training would
-    run, and the first evaluation would fail on a class the dataset does not have."""
+    (``metainfo.classes``) and a head predicts another number of them: with more, the
+    first evaluation fails on a class the dataset does not have; with fewer, training
+    fails on a label the head cannot predict. Loaders whose datasets name different
+    numbers (a concatenation of sets with their own classes) are not checked."""
     heads = head_class_counts(cfg.get('model') or {})
+    if not heads:
+        return
     for loader in loaders:
         if not cfg.get(loader):
             continue
+        named = []
         for key_path, ds in _dataset_cfgs(cfg[loader]['dataset'], f'{loader}.dataset'):
-            classes = (ds.get('metainfo') or {}).get('classes')
-            if classes is None:
+            meta = ds.get('metainfo') or {}
+            if meta.get('classes') is None:
                 continue
-            n = 1 if isinstance(classes, str) else len(classes)
-            wrong = [(key, count) for key, count in heads if count != n]
-            if wrong:
-                raise ClassCountError(
-                    f'{key_path}.metainfo.classes names {n} classes, but '
-                    + ', '.join(f'{key}={count}' for key, count in wrong)
-                    + '. A head must predict the dataset\'s classes (predictions of other '
-                    'classes break the evaluation). Set it to the dataset\'s number, e.g.\n'
-                    '  --cfg-options ' + ' '.join(f'{key}={n}' for key, _ in wrong))
+            things = _count(meta['thing_classes']) if 'thing_classes' in meta else None
+            named.append((key_path, _count(meta['classes']), things))
+        if not named or len({n[1:] for n in named}) > 1 or named[0][1] is None:
+            continue
+        key_path, n, things = named[0]
+        wrong = []
+        for key, path, count in heads:
+            expected = things if things is not None and key in THING_HEADS else n
+            if count != expected:
+                wrong.append((path, count, expected))
+        if wrong:
+            what = (f'{key_path}.metainfo names {_plural(n, "class")}'
+                    + (f', {things} of them things' if things is not None else ''))
+            raise ClassCountError(
+                f'{what}, but ' + ', '.join(f'{path}={count}' for path, count, _ in wrong)
+                + '. Each head must predict as many classes as the dataset has (more: the '
+                'evaluation fails on classes the dataset lacks; fewer: training fails on '
+                'labels the head cannot predict). Set the heads to the dataset\'s classes:\n'
+                '  --cfg-options ' + ' '.join(f'{path}={expected}' for path, _, expected in wrong)
+                + f'\nor, if the model\'s classes are the ones you meant, name those in '
+                f'{key_path}.metainfo.classes.')

@@ -12,9 +12,19 @@ from mmmambaout.models.backbones import MambaOut, Vim
 ARCH = dict(depths=(1, 1), dims=(8, 16))
 
 
-def start_training(backbone, gpu=True, counts=1, monkeypatch=None, **hook_kwargs):
+def wrapped(wrapper_type, module):
+    """``module`` in a model wrapper, without the process group its ``__init__`` needs."""
+    wrapper = wrapper_type.__new__(wrapper_type)
+    nn.Module.__init__(wrapper)
+    wrapper.module = module
+    return wrapper
+
+
+def start_training(backbone, gpu=True, counts=1, monkeypatch=None, wrapper=None, **hook_kwargs):
     monkeypatch.setattr(compile_hook, 'compile_available', lambda: gpu)
     model = nn.Sequential(backbone)
+    if wrapper is not None:
+        model = wrapped(wrapper, model)
     runner = SimpleNamespace(model=model, logger=MMLogger.get_current_instance(),
                              optim_wrapper=SimpleNamespace(_accumulative_counts=counts))
     MambaOutCompileHook(**hook_kwargs).before_train(runner)
@@ -33,6 +43,27 @@ def test_mode_follows_the_training_setup(monkeypatch, cuda_graphs, counts, mode)
     assert [s.compile_name for s in backbone.stages] == ['mambaout_stage0', 'mambaout_stage1']
     assert {s.compile_mode for s in backbone.stages} == {
         mode if isinstance(mode, str) else 'default'}
+
+
+def _wrappers():
+    from mmengine.model import MMDistributedDataParallel, MMSeparateDistributedDataParallel
+    from torch.nn.parallel import DistributedDataParallel
+    return [(DistributedDataParallel, 'reduce-overhead'),
+            (MMDistributedDataParallel, 'reduce-overhead'),    # tools/dist_train.sh
+            (MMSeparateDistributedDataParallel, True)]         # a DDP subclass, not checked
+
+
+@pytest.mark.parametrize('wrapper,mode', _wrappers())
+def test_graphs_under_ddp_only(monkeypatch, wrapper, mode):
+    backbone = start_training(MambaOut(ARCH, out_indices=(0, 1)), wrapper=wrapper,
+                              monkeypatch=monkeypatch)
+    assert backbone.compile_stages == mode
+
+
+def test_no_graphs_under_fsdp():
+    from mmengine.model.wrappers import MMFullyShardedDataParallel as FSDP
+    assert not compile_hook.graphs_checked_for(FSDP.__new__(FSDP))
+    assert compile_hook.graphs_checked_for(nn.Linear(1, 1))
 
 
 def test_nothing_without_a_gpu(monkeypatch):

@@ -303,7 +303,7 @@ def test_cfg_options_key_that_matches_nothing(runs, case, words):
 
 
 def test_classes_and_heads_disagree(runs):
-    _user_error(runs['num_classes'], 'train_dataloader.dataset.metainfo.classes names 6 classes',
+    _user_error(runs['num_classes'], 'train_dataloader.dataset.metainfo names 6 classes',
                 'model.roi_head.bbox_head.num_classes=80, model.roi_head.mask_head.num_classes=80',
                 '--cfg-options model.roi_head.bbox_head.num_classes=6 '
                 'model.roi_head.mask_head.num_classes=6')

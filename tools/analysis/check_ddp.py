@@ -15,8 +15,15 @@ keep-ratio resizing gives). After each backward every rank's gradients are gathe
 DDP all-reduces them, so the largest difference from rank 0's must be 0. Modes:
 ``hook`` (what ``MambaOutCompileHook`` chooses for this run: CUDA graphs on GPUs),
 ``True`` (compiled without graphs), ``False`` (eager) or a ``torch.compile`` mode.
-Each later mode's losses are compared with the first mode's, step by step.
-Exit status 1 if the ranks' gradients differ or a loss differs by more than ``--rtol``.
+Each later mode's losses and (unscaled) gradients are compared with the first mode's, step
+by step: the relative loss difference and ``||g - g_first|| / ||g_first||``. A rank that
+got wrong gradients from a graph replay would show in the second, since DDP makes every
+rank's gradients the same whatever they are. ``--fixed-weights`` (learning rate 0) keeps
+every step at the same weights, so that later steps compare like the first; otherwise
+the paths drift apart with the rounding (fp16 under ``--amp``), which moves the random
+sampling of detection heads. Exit status 1 if the ranks' gradients differ or a loss or
+gradient differs by more than ``--rtol`` (steps with inf gradients, the first steps of
+AMP's dynamic loss scale, are not compared).
 """
 import argparse
 import os
@@ -48,7 +55,10 @@ def parse_args(argv=None):
     p.add_argument('--objects', type=int, default=8)
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--rtol', type=float, default=1e-3,
-                   help="largest relative difference of a step's loss from the first mode's")
+                   help="largest relative difference of a step's loss and gradients from "
+                        "the first mode's")
+    p.add_argument('--fixed-weights', action='store_true',
+                   help='learning rate 0: every step at the initial weights')
     p.add_argument('--cfg-options', nargs='+', default=[])
     args = p.parse_args(argv)
     if len(args.det_size) % 2:
@@ -61,8 +71,12 @@ def mode_options(args, mode):
     """The cfg options of one mode: the user's, drop path off, ``compile_stages`` (compiled
     modes with the memory budget of the config's ``MambaOutCompileHook``, so that they
     differ from ``hook`` in the graphs alone)."""
+    name, _, overrides = args.config.partition('#')
     opts = parse_cfg_options(args.cfg_options)
-    cfg = resolve_config(args.config)
+    if args.fixed_weights:
+        opts['optim_wrapper.optimizer.lr'] = 0.
+    cfg = resolve_config(name)
+    cfg.merge_from_dict(parse_cfg_options(overrides.split(',') if overrides else []))
     backbone = cfg.model.get('backbone', {})
     if 'drop_path_rate' in backbone or backbone.get('type') in ('MambaOut', 'Vim'):
         opts['model.backbone.drop_path_rate'] = 0.
@@ -97,9 +111,18 @@ def rank_differences(gathered):
     return differ, diff
 
 
-def run_mode(args, mode, device):
+def relative_difference(a, b):
+    """``||a - b|| / ||b||``; None where either is not finite."""
+    if a is None or b is None or not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+        return None
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def run_mode(args, mode, device, reference=None):
     """Train ``args.steps`` steps in ``mode``; ``[(loss, grad norm, elements that differ
-    from rank 0's, largest difference), ...]`` and the CUDA graph counters' increase."""
+    from rank 0's, largest difference, gradient relative difference to reference), ...]``,
+    the unscaled gradients of each step (on the CPU, rank 0; for the first mode only) and
+    the CUDA graph counters' increase. ``reference``: the first mode's gradients."""
     from mmengine.model import MMDistributedDataParallel
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(args.seed)
@@ -114,7 +137,7 @@ def run_mode(args, mode, device):
     params = [p for p in model.parameters() if p.requires_grad]
     torch.manual_seed(args.seed + 1)   # the samplers' draws: the same in every mode
     before = cudagraph_counters()
-    rows = []
+    rows, kept = [], []
     for i in range(args.steps):
         data = batches[i % len(batches)]
         with optim_wrapper.optim_context(ddp):   # what MMDistributedDataParallel.train_step does
@@ -127,15 +150,19 @@ def run_mode(args, mode, device):
         dist.all_gather(gathered, grads)
         differ, diff = rank_differences(gathered)
         scaler = getattr(optim_wrapper, 'loss_scaler', None)
-        norm = float(grads.norm()) / (float(scaler.get_scale()) if scaler is not None else 1.)
+        grads = grads.cpu() / (float(scaler.get_scale()) if scaler is not None else 1.)
         optim_wrapper.step()
         optim_wrapper.zero_grad()
-        rows.append((loss.item(), norm, differ, diff))
+        ref = reference[i] if reference is not None else None
+        rows.append((loss.item(), float(grads.norm()), differ, diff,
+                     relative_difference(grads, ref)))
+        if reference is None and rank == 0:
+            kept.append(grads)
     graphs = {k: v - before.get(k, 0) for k, v in cudagraph_counters().items()}
     del ddp, model, optim_wrapper
     if device.type == 'cuda':
         torch.cuda.empty_cache()
-    return rows, graphs
+    return rows, kept, graphs
 
 
 def main(argv=None):
@@ -148,7 +175,12 @@ def main(argv=None):
         torch.cuda.set_device(device)
     else:
         device = torch.device('cpu')
-    results = {mode: run_mode(args, mode, device) for mode in args.modes}
+    results, reference = {}, None
+    for mode in args.modes:
+        rows, kept, graphs = run_mode(args, mode, device, reference)
+        results[mode] = rows, graphs
+        if reference is None:
+            reference = kept if rank == 0 else [None] * args.steps
     failed = False
     if rank == 0:
         import mmdet
@@ -159,22 +191,27 @@ def main(argv=None):
         print(f'{world} processes ({dist.get_backend()}), device: {name}; torch '
               f'{torch.__version__} (CUDA {torch.version.cuda}); mmengine {mmengine.__version__}, '
               f'mmdet {mmdet.__version__}; batch {args.batch} per rank, amp={args.amp}, '
-              f'sizes {args.sizes}')
+              f'fixed weights={args.fixed_weights}, sizes {args.sizes}')
         ref = results[args.modes[0]][0]
+        first = args.modes[0]
         print(f'| mode | step | size | loss | grad norm | gradient elements that differ '
               f'between ranks (bitwise) | largest difference | loss relative difference to '
-              f'{args.modes[0]} |')
-        print('|---' * 8 + '|')
+              f'{first} | gradient relative difference to {first} |')
+        print('|---' * 9 + '|')
         for mode, (rows, graphs) in results.items():
-            for i, (loss, norm, differ, diff) in enumerate(rows):
+            for i, (loss, norm, differ, diff, grad_rel) in enumerate(rows):
                 rel = abs(loss - ref[i][0]) / max(abs(ref[i][0]), 1e-12)
-                failed |= differ != 0 or not rel <= args.rtol
+                finite = torch.isfinite(torch.tensor(norm)).item()
+                failed |= differ != 0 or (finite and not (rel <= args.rtol and (
+                    mode == first or grad_rel is not None and grad_rel <= args.rtol)))
+                grad_cell = '-' if mode == first or grad_rel is None else f'{grad_rel:.2e}'
                 print(f'| {mode} | {i + 1} | {args.sizes[i % len(args.sizes)]} | {loss:.6f} | '
-                      f'{norm:.6g} | {differ} | {diff:.3g} | {rel:.2e} |')
+                      f'{norm:.6g} | {differ} | {diff:.3g} | {rel:.2e} | {grad_cell} |')
         for mode, (_, graphs) in results.items():
             print(f'{mode}: CUDA graph counters (rank 0) {graphs or "none"}')
-        print('FAILED: ranks differ or a loss is off by more than --rtol' if failed else
-              f'OK: identical gradients on all ranks; losses within rtol {args.rtol}')
+        print('FAILED: ranks differ, or a loss or gradient is off by more than --rtol' if failed
+              else f'OK: identical gradients on all ranks; losses and gradients within rtol '
+                   f'{args.rtol}')
     flag = torch.tensor([int(failed)], device=device)
     dist.broadcast(flag, 0)
     dist.destroy_process_group()

@@ -142,13 +142,19 @@ def main(argv=None):
     print(f'device: {device}; torch {torch.__version__} (CUDA {torch.version.cuda}); '
           f'TORCHINDUCTOR_CACHE_DIR={os.environ.get("TORCHINDUCTOR_CACHE_DIR", "(default)")}')
     launch = time.time()
-    proc = subprocess.Popen(cmd, start_new_session=True)   # its own group: Ctrl-C reaches all ranks
+    # training in a process group of its own, so that --timeout's Ctrl-C reaches every rank;
+    # the user's Ctrl-C reaches this script, which passes it on; dist_train.sh's `python`
+    # is this interpreter
+    env = dict(os.environ, PATH=os.pathsep.join([osp.dirname(sys.executable),
+                                                 os.environ.get('PATH', '')]))
+    proc = subprocess.Popen(cmd, start_new_session=True, env=env)
     try:
         rc = proc.wait(timeout=args.timeout)
-    except subprocess.TimeoutExpired:
+    except (subprocess.TimeoutExpired, KeyboardInterrupt) as stop:
         os.killpg(proc.pid, signal.SIGINT)
         rc = proc.wait()
-        print(f'stopped after {args.timeout:.0f} s (--timeout)')
+        print(f'stopped after {args.timeout:.0f} s (--timeout)'
+              if isinstance(stop, subprocess.TimeoutExpired) else 'stopped (Ctrl-C)')
     total = time.time() - launch
     if rc and rc != 130:
         raise SystemExit(f'tools/train.py exited with {rc}')
