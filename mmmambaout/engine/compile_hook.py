@@ -22,6 +22,11 @@ the stages eagerly (see ``MambaOutStage``). Each stage compiles one graph with s
 H and W. Inductor keeps what it compiled in its cache, ``$TORCHINDUCTOR_CACHE_DIR``
 (default ``/tmp/torchinductor_$USER``), so a later run of the same config on the same
 machine skips most of the compilation; the hook logs where that cache is.
+
+With graphs, the hook also logs after iteration 20 and each epoch how many CUDA graphs
+were recorded and how often inductor ran a compiled graph without one (it says why only
+in its ``perf_hints`` log: ``TORCH_LOGS=perf_hints``), so that a run shows whether the
+graphs it asked for are there.
 Measurements: docs/training_speed.md.
 """
 import os
@@ -56,6 +61,28 @@ def inductor_cache_dir() -> str:
     except ImportError:
         return "inductor's default"
     return default_cache_dir()
+
+
+def cuda_graph_stats():
+    """``(graphs recorded, graph skips)`` of this process so far: the nodes of inductor's
+    CUDA graph tree on the current device (one per compiled graph and input size) and
+    inductor's ``cudagraph_skips`` counter. Private torch modules (torch 2.11-2.14): None
+    where they differ."""
+    import torch
+    try:
+        from torch._dynamo.utils import counters
+        from torch._inductor.cudagraph_trees import get_manager
+        manager = get_manager(create_if_none_exists=False)
+        skips = counters['inductor']['cudagraph_skips']
+        nodes = [n for ns in (manager.roots or {}).values() for n in ns] if manager else []
+        recorded = 0
+        while nodes:
+            node = nodes.pop()
+            recorded += 1
+            nodes += [c for cs in node.children.values() for c in cs]
+    except (ImportError, AttributeError, torch.cuda.CudaError):
+        return None
+    return recorded, skips
 
 
 def graphs_checked_for(model) -> bool:
@@ -94,6 +121,7 @@ class MambaOutCompileHook(Hook):
     def __init__(self, cuda_graphs: bool = True, memory_budget: Optional[float] = 0.5):
         self.cuda_graphs = cuda_graphs
         self.memory_budget = memory_budget
+        self.graphs = False   # whether a backbone was given graphs (then they are reported)
 
     def before_train(self, runner) -> None:
         from mmmambaout.models.backbones import MambaOut
@@ -112,7 +140,28 @@ class MambaOutCompileHook(Hook):
                 continue
             budget = backbone.compile_memory_budget or self.memory_budget
             backbone.compile_blocks(mode, budget)
+            self.graphs |= mode == GRAPH_MODE
             runner.logger.info(
                 f'MambaOutCompileHook: MambaOut stages compiled (mode {mode!r}, memory budget '
                 f'{budget}); the first iterations compile (cache: {inductor_cache_dir()}). '
                 'model.backbone.compile_stages=False keeps them eager')
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if runner.iter + 1 == 20:
+            self._report_graphs(runner, 20)
+
+    def after_train_epoch(self, runner) -> None:
+        self._report_graphs(runner, runner.iter)
+
+    def _report_graphs(self, runner, iterations: int) -> None:
+        stats = cuda_graph_stats() if self.graphs else None
+        if stats is None:
+            return
+        recorded, skips = stats
+        message = (f'MambaOutCompileHook: {recorded} CUDA graphs recorded in {iterations} '
+                   f'iterations (each stage and direction, per input size), {skips} runs '
+                   'without a graph')
+        if skips:
+            message += (': inductor declined to record some graphs (TORCH_LOGS=perf_hints '
+                        'says why)')
+        runner.logger.info(message)

@@ -88,3 +88,39 @@ def test_other_backbones_untouched(monkeypatch):
     before = {n: type(m) for n, m in vim.named_modules()}
     start_training(vim, monkeypatch=monkeypatch)
     assert {n: type(m) for n, m in vim.named_modules()} == before
+
+
+@pytest.mark.parametrize('stats,words', [
+    ((0, 0), '0 CUDA graphs recorded in 20 iterations (each stage and direction, per input '
+             'size), 0 runs without a graph'),
+    ((46, 3), '46 CUDA graphs recorded in 20 iterations (each stage and direction, per input '
+              'size), 3 runs without a graph: inductor declined to record some graphs '
+              '(TORCH_LOGS=perf_hints says why)'),
+])
+def test_graphs_reported_in_the_log(monkeypatch, stats, words):
+    """With graphs, the log says after iteration 20 (and each epoch) how many were recorded
+    and how many runs went without; nothing without graphs."""
+    monkeypatch.setattr(compile_hook, 'compile_available', lambda: True)
+    monkeypatch.setattr(compile_hook, 'cuda_graph_stats', lambda: stats)
+    lines = []
+    logger = SimpleNamespace(info=lines.append)
+    for cuda_graphs in (True, False):
+        hook = MambaOutCompileHook(cuda_graphs=cuda_graphs)
+        runner = SimpleNamespace(model=nn.Sequential(MambaOut(ARCH, out_indices=(0, 1))),
+                                 logger=logger, iter=19,
+                                 optim_wrapper=SimpleNamespace(_accumulative_counts=1))
+        hook.before_train(runner)
+        hook.after_train_iter(runner, 0)
+        runner.iter = 20
+        hook.after_train_iter(runner, 0)   # once, at 20
+    reports = [line for line in lines if 'recorded' in line]
+    assert reports == ['MambaOutCompileHook: ' + words]
+
+
+def test_graph_stats_without_cuda():
+    """Nothing recorded in a process that never used CUDA graphs (the tree manager's
+    internals as the hook reads them: torch 2.11-2.14)."""
+    import torch
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        pytest.skip('this process already used CUDA')
+    assert compile_hook.cuda_graph_stats() == (0, 0)

@@ -169,11 +169,15 @@ def test_cuda_graphs_same_as_eager_over_sizes_and_modes():
     0.5. Each size is seen three times (warm-up, recording, replay), sizes alternating,
     then inference (eager): eager's outputs and gradients every time
     (rtol 1e-4: TF32-free fp32, fused kernels sum in another order)."""
+    from mmmambaout.engine.compile_hook import cuda_graph_stats
     eager, compiled = pair('cuda', dict(compile_stages='reduce-overhead',
                                         compile_memory_budget=0.5))
     sizes = [(96, 128), (80, 112)]
+    before = cuda_graph_stats()[0]
     for size in sizes * 3:
         check_same(eager, compiled, size, 1e-4, 'cuda')
+    # what the hook's log line counts (graphs of forward and backward, per size)
+    assert cuda_graph_stats()[0] > before
     eager.eval(), compiled.eval()
     with torch.no_grad():
         for size in sizes * 3:
