@@ -1,6 +1,8 @@
 """tools/train.py, tools/test.py and tools/dist_train.sh end to end on CPU, on a small
-generated ADE20K-layout dataset: dataset errors, 2-process training, kill and resume."""
+generated ADE20K-layout dataset: dataset errors, 2-process and two-node training, distributed
+testing against one process, kill and resume."""
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -68,6 +70,43 @@ def test_dist_train_two_processes_then_test(ade_root, tmp_path):
                 '--cfg-options', *small_run_options(ade_root, 2, 2)], timeout=300)
     assert test.returncode == 0, (test.stdout + test.stderr)[-3000:]
     assert 'mIoU' in test.stdout + test.stderr
+
+
+def test_dist_train_two_nodes_on_one_host_then_dist_test(ade_root, tmp_path):
+    """dist_train.sh's multi-node path: NNODES=2, one process per "node", on gloo; then
+    dist_test.sh on two processes gives the single-process metrics."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    work = tmp_path / 'nodes'
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1', PORT=str(port),
+               NNODES='2', MASTER_ADDR='127.0.0.1')
+    cmd = ['bash', 'tools/dist_train.sh', CONFIG, '1', '--work-dir', str(work), '--cfg-options',
+           *small_run_options(ade_root, 2, 2)]
+    node1 = subprocess.Popen(cmd, cwd=ROOT, env=dict(env, NODE_RANK='1'), text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    node0 = subprocess.run(cmd, cwd=ROOT, env=dict(env, NODE_RANK='0'), capture_output=True,
+                           text=True, timeout=600)
+    log1 = node1.communicate(timeout=120)[0]
+    assert node0.returncode == 0 and node1.returncode == 0, (node0.stderr + log1)[-3000:]
+    log_file = next(work.glob('*/*.log')).read_text()
+    assert 'Distributed training: True' in log_file and 'GPU number: 2' in log_file
+    ckpt = work / 'iter_2.pth'
+    assert ckpt.is_file()
+    options = ['--work-dir', str(work), '--cfg-options', *small_run_options(ade_root, 2, 2)]
+    single = run([sys.executable, 'tools/test.py', CONFIG, str(ckpt), *options], timeout=300)
+    two = subprocess.run(['bash', 'tools/dist_test.sh', CONFIG, str(ckpt), '2', *options],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1',
+                                  PORT=str(port)))
+    metrics = []
+    for out in (single, two):
+        assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+        line = re.search(r'Iter\(test\) \[\d+/\d+\]\s+aAcc: (\S+)\s+mIoU: (\S+)\s+mAcc: (\S+)',
+                         out.stdout + out.stderr)
+        assert line, (out.stdout + out.stderr)[-2000:]
+        metrics.append(line.groups())
+    assert metrics[0] == metrics[1]
 
 
 def test_sigkill_mid_run_then_resume_reaches_the_same_final_iteration(ade_root, tmp_path):
