@@ -43,6 +43,7 @@ def main(argv=None):
     from mmmambaout.utils import cli
     cli.finish_config(cfg, args)
     cli.distribute_on_cpu_without_gpu(cfg)
+    cli.check_gpu_per_process(cfg)
     cli.set_test_outputs(cfg, out=args.out, show_dir=args.show_dir, show=args.show,
                          wait_time=args.wait_time)
     if args.tta:

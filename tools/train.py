@@ -56,6 +56,7 @@ def main(argv=None):
     from mmmambaout.utils import cli
     cli.finish_config(cfg, args)
     cli.distribute_on_cpu_without_gpu(cfg)
+    cli.check_gpu_per_process(cfg)
     if args.amp:
         cli.use_amp(cfg)
     cli.fall_back_to_fp32_without_gpu(cfg)

@@ -70,6 +70,30 @@ def distribute_on_cpu_without_gpu(cfg):
     cfg.model_wrapper_cfg = wrapper
 
 
+# the environment variable that holds a process's rank on its node, per launcher
+LOCAL_RANK_VARS = {'pytorch': 'LOCAL_RANK', 'slurm': 'SLURM_LOCALID',
+                   'mpi': 'OMPI_COMM_WORLD_LOCAL_RANK'}
+
+
+def check_gpu_per_process(cfg):
+    """A distributed launch on GPUs needs a GPU for each process of a node: say so, instead
+    of CUDA's "invalid device ordinal" traceback from inside mmengine's ``init_dist``."""
+    import os
+
+    import torch
+    var = LOCAL_RANK_VARS.get(cfg.launcher)
+    if var is None or not torch.cuda.is_available() or var not in os.environ:
+        return
+    local_rank, count = int(os.environ[var]), torch.cuda.device_count()
+    if local_rank >= count:
+        visible = os.environ.get('CUDA_VISIBLE_DEVICES')
+        raise UserError(
+            f'process {local_rank} of this node has no GPU: {count} visible'
+            + (f' (CUDA_VISIBLE_DEVICES={visible})' if visible is not None else '')
+            + '. Start one process per GPU, e.g. tools/dist_train.sh CONFIG '
+            f'{count} (slurm: GPUS_PER_NODE={count}).')
+
+
 def config_dicts(node):
     """Every dict in a nested config (the node itself, its values, list items, ...)."""
     if isinstance(node, dict):
