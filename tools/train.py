@@ -74,6 +74,7 @@ def main(argv=None):
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     _run['runner'] = runner
     runner.train()
+    cli.close_process_group()
     return runner
 
 

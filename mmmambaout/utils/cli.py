@@ -94,6 +94,16 @@ def check_gpu_per_process(cfg):
             f'{count} (slurm: GPUS_PER_NODE={count}).')
 
 
+def close_process_group():
+    """End a distributed run with every rank: a barrier, then the process group destroyed,
+    while all peers still answer. (A rank that exits with its group open while another
+    still talks to the store can be aborted at exit: seen with two nodes on one host.)"""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def config_dicts(node):
     """Every dict in a nested config (the node itself, its values, list items, ...)."""
     if isinstance(node, dict):
