@@ -74,8 +74,41 @@ def test_compare_seeds_summary_verdicts():
     lines = compare_seeds.summarise(['a', 'b', 'c'], [0, 1], results)
     assert '| a | 1 | 0.110 ± 0.014 (0.100, 0.120) |' in lines
     assert '| b | 1 |' not in '\n'.join(lines)   # no validation of b at step 1
-    assert '| b | mIoU | +0.020 | 0.020 / 0.040 | within the spread |' in lines
-    assert '| c | mIoU | +0.285 | 0.010 / 0.040 | outside the spread |' in lines
+    assert '| b | mIoU | 2 | +0.020 | 0.020 / 0.040 | within the spread |' in lines
+    assert '| c | mIoU | 2 | +0.285 | 0.010 / 0.040 | outside the spread |' in lines
+
+
+def test_compare_seeds_compares_the_last_validation_every_run_logged():
+    # a run stopped early (time limit): the verdict uses step 1, the last common one
+    results = {('a', 0): {1: {'mIoU': 0.10}, 2: {'mIoU': 0.30}},
+               ('a', 1): {1: {'mIoU': 0.12}, 2: {'mIoU': 0.34}},
+               ('b', 0): {1: {'mIoU': 0.50}, 2: {'mIoU': 0.31}}, ('b', 1): {1: {'mIoU': 0.52}}}
+    lines = compare_seeds.summarise(['a', 'b'], [0, 1], results)
+    assert '| b | mIoU | 1 | +0.400 | 0.020 / 0.020 | outside the spread |' in lines
+    assert '| b | 2 | 0.310 ± 0.000 (0.310) |' in lines     # shown, not compared
+    assert compare_seeds.summarise(['a', 'b'], [0, 1], {('a', 0): {}, ('b', 0): {}}) == [
+        'no validation metrics in the runs\' logs (did validation run? set '
+        'train_cfg.val_interval, or --metrics)']
+
+
+def test_run_parallel_stops_at_the_deadline(tmp_path):
+    import subprocess
+    import sys
+    import time
+    script = ('import signal, sys, time\n'
+              'signal.signal(signal.SIGINT, lambda *a: sys.exit(130))\n'
+              'time.sleep(float(sys.argv[1]))\n')
+    ended, stopped = {}, []
+    compare_seeds.run_parallel(
+        [0.0, 60.0, 61.0, 62.0], 2,
+        lambda t: subprocess.Popen([sys.executable, '-c', script, str(t)]),
+        lambda job, rc: ended.setdefault(len(ended), (job, rc)), poll=0.1,
+        deadline=time.monotonic() + 3, on_stop=stopped.append)
+    # the quick one ended by itself; the two long runs that started were interrupted
+    # (SIGINT: exit 130), the fourth never started
+    assert ended[0] == (0.0, 0)
+    assert sorted(ended[i] for i in (1, 2)) == [(60.0, 130), (61.0, 130)] and len(ended) == 3
+    assert stopped == [60.0, 61.0]
 
 
 def test_compare_seeds_trains_and_compares_on_cpu(ade_root, tmp_path, capsys):

@@ -19,7 +19,12 @@ classifiers). The tables give, per config and validation epoch (or iteration), t
 and the sample standard deviation over seeds and each seed's value, and per metric the
 last validation's difference of each config's mean from the first config's, beside the
 spread (largest minus smallest seed) of the two: "within the spread" when the difference
-is no larger than the larger spread.
+is no larger than the larger spread. The comparison uses, per metric, the last validation
+that every run of both configs logged.
+
+``--time-limit S`` stops the runs still going S seconds after the start (Ctrl-C to each
+``tools/train.py``, which ends at the current iteration) and compares what they logged by
+then; runs not yet started are left out.
 """
 import argparse
 import glob
@@ -28,6 +33,7 @@ import os
 import os.path as osp
 import re
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -46,6 +52,9 @@ def parse_args(argv=None):
     p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     p.add_argument('--parallel', type=int, default=2, help='runs at a time')
     p.add_argument('--work-dir', required=True, help='one folder per run below it')
+    p.add_argument('--time-limit', type=float, default=None, metavar='S',
+                   help='stop the runs still going after S seconds and compare what they '
+                        'logged by then')
     p.add_argument('--metrics', nargs='+', default=None,
                    help=f'validation metrics to compare (default: those of {DEFAULT_METRICS} '
                         'that the runs log)')
@@ -53,6 +62,8 @@ def parse_args(argv=None):
     args = parse_with_train_args(p, argv)
     if args.parallel < 1:
         p.error(f'--parallel must be at least 1, got {args.parallel}')
+    if args.time_limit is not None and args.time_limit <= 0:
+        p.error(f'--time-limit must be positive, got {args.time_limit}')
     return args
 
 
@@ -90,15 +101,25 @@ def train_command(spec, seed, work, train_args):
             '--work-dir', work] + args
 
 
-def run_parallel(jobs, parallel, start, done, poll=2.0):
+def run_parallel(jobs, parallel, start, done, poll=2.0, deadline=None, on_stop=None):
     """Start ``start(job)`` (a Popen) for each job, at most ``parallel`` at a time, and call
-    ``done(job, returncode)`` as each ends, in the order they end."""
-    jobs, running = list(jobs), []
+    ``done(job, returncode)`` as each ends, in the order they end. At ``deadline`` (a
+    ``time.monotonic()`` value) no more start, and each running one gets SIGINT and
+    ``on_stop(job)`` (before its ``done``)."""
+    jobs, running, stopped = list(jobs), [], []
     while jobs or running:
         while jobs and len(running) < parallel:
             job = jobs.pop(0)
             running.append((job, start(job)))
         time.sleep(poll)
+        if deadline is not None and time.monotonic() >= deadline:
+            jobs = []
+            for job, proc in running:
+                if proc.poll() is None and job not in stopped:
+                    proc.send_signal(signal.SIGINT)
+                    stopped.append(job)
+                    if on_stop is not None:
+                        on_stop(job)
         for item in list(running):
             job, proc = item
             if proc.poll() is not None:
@@ -139,38 +160,42 @@ def summarise(configs, seeds, results, metrics=None):
         return ['no validation metrics in the runs\' logs (did validation run? set '
                 'train_cfg.val_interval, or --metrics)']
     steps = sorted({s for runs in results.values() for s in runs})
+    if not steps:
+        return ['no validation logged by any run']
     lines.append('| config | validation step | ' + ' | '.join(metrics) + ' |')
     lines.append('|---|---|' + '---|' * len(metrics))
-    finals = {}
+
+    def values(config, step, metric):
+        return [results[(config, s)][step][metric] for s in seeds
+                if metric in results.get((config, s), {}).get(step, {})]
+
     for config in configs:
         for step in steps:
-            cells, seen = [], False
-            for metric in metrics:
-                values = [results[(config, s)][step][metric] for s in seeds
-                          if metric in results.get((config, s), {}).get(step, {})]
-                seen |= bool(values)
-                cells.append(mean_std(values) if values else '-')
-                if values and step == steps[-1]:
-                    finals[(config, metric)] = values
-            if seen:
-                lines.append(f'| {config} | {step} | ' + ' | '.join(cells) + ' |')
+            cells = [values(config, step, metric) for metric in metrics]
+            if any(cells):
+                lines.append(f'| {config} | {step} | '
+                             + ' | '.join(mean_std(v) if v else '-' for v in cells) + ' |')
     lines.append('')
-    lines.append(f'last validation (step {steps[-1]}): mean difference from {configs[0]}, '
-                 'against the larger spread (max - min over seeds) of the two')
-    lines.append('| config | metric | difference of means | spread, this / first | verdict |')
-    lines.append('|---|---|---|---|---|')
+    lines.append(f'last validation that every run of both logged: mean difference from '
+                 f'{configs[0]}, against the larger spread (max - min over seeds) of the two')
+    lines.append('| config | metric | step | difference of means | spread, this / first | '
+                 'verdict |')
+    lines.append('|---|---|---|---|---|---|')
     for config in configs[1:]:
         for metric in metrics:
-            a, b = finals.get((configs[0], metric)), finals.get((config, metric))
-            if not a or not b:
-                lines.append(f'| {config} | {metric} | - | - | missing runs |')
+            common = [step for step in steps
+                      if len(values(configs[0], step, metric)) == len(seeds)
+                      and len(values(config, step, metric)) == len(seeds)]
+            if not common:
+                lines.append(f'| {config} | {metric} | - | - | - | missing runs |')
                 continue
+            a, b = values(configs[0], common[-1], metric), values(config, common[-1], metric)
             diff = statistics.fmean(b) - statistics.fmean(a)
             spread_a, spread_b = max(a) - min(a), max(b) - min(b)
             verdict = ('within the spread' if abs(diff) <= max(spread_a, spread_b)
                        else 'outside the spread')
-            lines.append(f'| {config} | {metric} | {diff:+.3f} | {spread_b:.3f} / {spread_a:.3f} '
-                         f'| {verdict} |')
+            lines.append(f'| {config} | {metric} | {common[-1]} | {diff:+.3f} | '
+                         f'{spread_b:.3f} / {spread_a:.3f} | {verdict} |')
     return lines
 
 
@@ -190,15 +215,26 @@ def main(argv=None):
                                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
     def done(job, returncode):
-        results[job] = validation_metrics(works[job]) if returncode == 0 else {}
-        status = 'done' if returncode == 0 else f'failed (exit {returncode}, see {works[job]}.log)'
+        if returncode == 0:
+            status = 'done'
+        elif job in stopped:
+            status = f'stopped at the time limit (exit {returncode})'
+        else:
+            status = f'failed (exit {returncode}, see {works[job]}.log)'
+        if returncode == 0 or job in stopped:
+            results[job] = validation_metrics(works[job])
         print(f'[{time.time() - begin:6.0f} s] {job[0]} seed {job[1]}: {status}', flush=True)
 
-    run_parallel(works, args.parallel, start, done)
+    stopped = []
+    deadline = None if args.time_limit is None else time.monotonic() + args.time_limit
+    run_parallel(works, args.parallel, start, done, deadline=deadline, on_stop=stopped.append)
     for i, config in enumerate(args.configs):
         print(f'config{i}: {config}')
+    for job in works:
+        if job not in results and job not in stopped:
+            print(f'{job[0]} seed {job[1]}: not run (time limit)')
     print('\n'.join(summarise(args.configs, args.seeds, results, args.metrics)))
-    return 0 if all(results.values()) else 1
+    return 0 if all(results.get(job) for job in works) else 1
 
 
 if __name__ == '__main__':
