@@ -221,8 +221,7 @@ def main(argv=None):
             status = f'stopped at the time limit (exit {returncode})'
         else:
             status = f'failed (exit {returncode}, see {works[job]}.log)'
-        if returncode == 0 or job in stopped:
-            results[job] = validation_metrics(works[job])
+        results[job] = validation_metrics(works[job]) if returncode == 0 or job in stopped else {}
         print(f'[{time.time() - begin:6.0f} s] {job[0]} seed {job[1]}: {status}', flush=True)
 
     stopped = []
@@ -231,7 +230,7 @@ def main(argv=None):
     for i, config in enumerate(args.configs):
         print(f'config{i}: {config}')
     for job in works:
-        if job not in results and job not in stopped:
+        if job not in results:
             print(f'{job[0]} seed {job[1]}: not run (time limit)')
     print('\n'.join(summarise(args.configs, args.seeds, results, args.metrics)))
     return 0 if all(results.get(job) for job in works) else 1
