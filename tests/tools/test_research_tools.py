@@ -111,6 +111,20 @@ def test_run_parallel_stops_at_the_deadline(tmp_path):
     assert stopped == [60.0, 61.0]
 
 
+def test_compare_seeds_prints_the_end_of_a_failed_runs_log(tmp_path, capsys):
+    """A run that fails shows why in compare_seeds' own output (its log may be on a
+    machine the reader cannot open): here a dataset folder that does not exist."""
+    missing = tmp_path / 'no_dataset_here'
+    status = compare_seeds.main([
+        'configs/demo/upernet_mambaout_demo.py', '--seeds', '0', '--work-dir',
+        str(tmp_path / 'w'), '--', '--cfg-options',
+        f'train_dataloader.dataset.data_root={missing}/'])
+    out = capsys.readouterr().out
+    assert status == 1
+    failed = out.split('seed 0: failed (exit ', 1)[1].split('config0: ')[0]
+    assert f'{missing}/' in failed and 'error: dataset' in failed, out
+
+
 def test_compare_seeds_trains_and_compares_on_cpu(ade_root, tmp_path, capsys):
     """Two configs (the second with an override), one seed, validation after each of
     two iterations, both runs at once (the tables over several seeds: the test above)."""

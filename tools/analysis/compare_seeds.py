@@ -199,6 +199,17 @@ def summarise(configs, seeds, results, metrics=None):
     return lines
 
 
+def log_tail(path, lines=15):
+    """The last ``lines`` non-empty lines of a run's log (where its error is), indented;
+    printed for a failed run, whose log may sit on a machine the reader cannot open."""
+    try:
+        with open(path, errors='replace') as f:
+            text = [line.rstrip() for line in f if line.strip()]
+    except OSError as exc:
+        return f'    (no log: {exc})'
+    return '\n'.join('    ' + line for line in text[-lines:])
+
+
 def main(argv=None):
     args = parse_args(argv)
     for spec in args.configs:
@@ -220,7 +231,8 @@ def main(argv=None):
         elif job in stopped:
             status = f'stopped at the time limit (exit {returncode})'
         else:
-            status = f'failed (exit {returncode}, see {works[job]}.log)'
+            status = (f'failed (exit {returncode}, see {works[job]}.log), its end:\n'
+                      + log_tail(works[job] + '.log'))
         results[job] = validation_metrics(works[job]) if returncode == 0 or job in stopped else {}
         print(f'[{time.time() - begin:6.0f} s] {job[0]} seed {job[1]}: {status}', flush=True)
 
