@@ -1,5 +1,20 @@
 import pytest
 import torch
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        'markers', 'cuda: needs a CUDA GPU; skipped without one. On a GPU machine '
+        '`pytest tests -m cuda` runs just these')
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason='needs CUDA: no CUDA device here')
+    for item in items:
+        if item.get_closest_marker('cuda') is not None:
+            item.add_marker(skip)
 import torch.nn as nn
 from torch.utils.data import Dataset
 

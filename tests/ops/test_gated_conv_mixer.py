@@ -13,8 +13,10 @@ from mmmambaout.models.backbones.mambaout import MambaOut
 from mmmambaout.ops.gated_conv_mixer import (gated_conv_mixer, gated_conv_mixer_reference,
                                              triton_available)
 
-cuda = pytest.mark.skipif(not (torch.cuda.is_available() and triton_available()),
-                          reason='needs CUDA and Triton')
+def cuda(test):
+    """A CUDA case of the Triton kernels: marked ``cuda``, and skipped without Triton."""
+    return pytest.mark.cuda(
+        pytest.mark.skipif(not triton_available(), reason='needs Triton')(test))
 
 
 def make_inputs(shape, hidden, conv_channels, kernel=7, dtype=torch.float64, device='cpu',

@@ -173,7 +173,7 @@ def test_nms_edge_cases():
                         max_num=1)[1].tolist() == [1]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.cuda
 @pytest.mark.parametrize('offset', [0, 1])
 def test_nms_cuda_parallel_path_equals_cpu(offset):
     """From PARALLEL_NMS_MIN_BOXES boxes on, CUDA float32 NMS skips torchvision's serial

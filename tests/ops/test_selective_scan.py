@@ -21,8 +21,7 @@ from mmmambaout.ops.selective_scan import (ENV_VAR, available_backends, resolve_
                                            selective_scan)
 from mmmambaout.ops.selective_scan.reference import selective_scan_reference
 
-CUDA = torch.cuda.is_available()
-needs_cuda = pytest.mark.skipif(not CUDA, reason='CUDA-only case: no CUDA device here')
+needs_cuda = pytest.mark.cuda
 ARG_NAMES = ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')
 
 

@@ -152,7 +152,7 @@ def test_with_cp_is_exclusive(with_cp):
     MambaOut(ARCH, out_indices=OUT, with_cp=(), compile_stages=True)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA (inductor + Triton)')
+@pytest.mark.cuda  # inductor + Triton
 @pytest.mark.parametrize('dtype, rtol', [(None, 1e-4), (torch.bfloat16, 2e-2)])
 def test_cuda_same_as_fused_eager(mixer_backends, dtype, rtol):
     from mmmambaout.ops.gated_conv_mixer import triton_available
@@ -163,7 +163,7 @@ def test_cuda_same_as_fused_eager(mixer_backends, dtype, rtol):
         assert set(mixer_backends) == {'auto', 'reference'}
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA (CUDA graphs, Triton)')
+@pytest.mark.cuda  # CUDA graphs, Triton
 def test_cuda_graphs_same_as_eager_over_sizes_and_modes():
     """What MambaOutCompileHook picks for detectors on CUDA: CUDA graphs with memory budget
     0.5. Each size is seen three times (warm-up, recording, replay), sizes alternating,

@@ -46,8 +46,7 @@ def heads(use_sigmoid=True):
     return stock, ours
 
 
-CUDA = pytest.param('cuda', marks=pytest.mark.skipif(not torch.cuda.is_available(),
-                                                     reason='needs CUDA'))
+CUDA = pytest.param('cuda', marks=pytest.mark.cuda)
 
 
 def inputs(pad=(128, 160), device='cpu'):

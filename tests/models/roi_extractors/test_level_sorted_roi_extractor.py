@@ -35,8 +35,7 @@ def run(extractor, feats, rois, **kwargs):
     return out, [f.grad for f in feats]
 
 
-CUDA = pytest.param('cuda', marks=pytest.mark.skipif(not torch.cuda.is_available(),
-                                                     reason='needs CUDA'))
+CUDA = pytest.param('cuda', marks=pytest.mark.cuda)
 
 
 @pytest.mark.parametrize('device', ['cpu', CUDA])

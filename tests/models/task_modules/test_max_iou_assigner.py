@@ -111,7 +111,7 @@ def test_registered():
     assert type(assigner) is SyncFreeMaxIoUAssigner
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.cuda
 def test_no_sync_on_cuda():
     """assign_wrt_overlaps under sync debug mode 'error'. (assign() as a whole still
     synchronises once, in mmdet's bbox_overlaps: ``union.new_tensor([eps])`` uploads from

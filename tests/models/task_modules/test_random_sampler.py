@@ -163,7 +163,7 @@ def _syncs(fn):
                  if 'called a synchronizing CUDA operation' in str(w.message)]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.cuda
 @pytest.mark.parametrize('opt', OPTIONS[::5], ids=_option_id)
 def test_one_sync_on_cuda(opt):
     for i, scene in enumerate(SCENES):
