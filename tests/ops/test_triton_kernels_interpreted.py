@@ -47,6 +47,83 @@ def scan_checks():
     return n + softplus_check()
 
 
+def scan_operator_checks():
+    """The scan as PyTorch operators: ``torch.library.opcheck`` (schema, fake tensors,
+    autograd registration, AOT dispatch with dynamic shapes) and ``torch.compile(...,
+    fullgraph=True)`` over a function around it (no graph break; dynamic L) giving the
+    eager outputs and gradients exactly, with only the output used (no final-state
+    gradient) and with both."""
+    sys.path.insert(0, HERE)
+    from test_selective_scan import make_inputs
+
+    from mmmambaout.ops.selective_scan.triton import selective_scan_triton
+
+    def grouped(args):
+        args = dict(args)
+        if args['B'].dim() == 3:
+            args['B'], args['C'] = args['B'].unsqueeze(1), args['C'].unsqueeze(1)
+        return args
+
+    n = 0
+    for case in (dict(L=21), dict(L=9, optional=False), dict(L=40, groups=2, dim=8)):
+        args = grouped(make_inputs(**case))
+        plain = {k: v.detach() for k, v in args.items()}
+        full = [plain[k] for k in ('u', 'delta', 'A', 'B', 'C')] + [
+            plain.get(k) for k in ('D', 'z', 'delta_bias')] + [True]
+        torch.library.opcheck(torch.ops.mmmambaout.selective_scan_fwd.default, full)
+        n += 1
+
+    def step(args, with_last):
+        out, last = selective_scan_triton(**args, delta_softplus=True, return_last_state=True)
+        loss = (out.sin() * 2).sum()
+        return loss + last.pow(2).sum() if with_last else loss
+
+    compiled = torch.compile(step, backend='aot_eager', fullgraph=True, dynamic=True)
+    for with_last in (False, True):
+        for L in (13, 30):   # a second length: the same graph, L symbolic
+            args = grouped(make_inputs(L=L, seed=L))
+            names = sorted(args)
+            eager_grads = torch.autograd.grad(step(args, with_last), [args[k] for k in names])
+            loss = compiled(args, with_last)
+            grads = torch.autograd.grad(loss, [args[k] for k in names])
+            assert torch.equal(loss, step(args, with_last))
+            for name, a, b in zip(names, eager_grads, grads):
+                assert torch.equal(a, b), name
+            n += 1
+    return n + operator_macs_check(grouped)
+
+
+def operator_macs_check(grouped):
+    """tools/analysis/get_flops.py counts the operator's node (a jit trace, as on a GPU):
+    9 * batch * L * dim * N, plus batch * dim * L each for D and z when given."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), 'tools', 'analysis'))
+    import get_flops
+
+    from mmmambaout.ops.selective_scan.triton import selective_scan_triton
+
+    class Scan(torch.nn.Module):
+        def forward(self, u, delta, A, B, C, *optional):
+            return selective_scan_triton(u, delta, A, B, C, *optional, delta_softplus=True)
+
+    n = 0
+    for optional in (True, False):
+        args = grouped(make_inputs_for_macs(optional))
+        inputs = [args[k].detach() for k in ('u', 'delta', 'A', 'B', 'C')] + (
+            [args[k].detach() for k in ('D', 'z', 'delta_bias')] if optional else [])
+        (batch, dim, L), N = args['u'].shape, args['A'].shape[1]
+        counted = get_flops.trace_count(Scan(), tuple(inputs))
+        assert counted.total() == 9 * batch * L * dim * N + batch * dim * L * 2 * optional, (
+            optional, counted.by_operator())
+        n += 1
+    return n
+
+
+def make_inputs_for_macs(optional):
+    sys.path.insert(0, HERE)
+    from test_selective_scan import make_inputs
+    return make_inputs(L=11, optional=optional)
+
+
 def softplus_check():
     """The scan's softplus against float64 from -30 to 30: relative 1e-6 (float32), where
     log(1 + exp(x)) gives 0 from about -17 on."""
@@ -167,7 +244,7 @@ def nms_checks():
     return len(cases) + 1
 
 
-@pytest.mark.parametrize('which', ['scan', 'mixer', 'nms'])
+@pytest.mark.parametrize('which', ['scan', 'scan_operator', 'mixer', 'nms'])
 def test_triton_kernels_under_interpreter(which):
     pytest.importorskip('triton')
     env = dict(os.environ, TRITON_INTERPRET='1')
@@ -196,5 +273,6 @@ def fix_interpreter_index():
 
 if __name__ == '__main__':
     fix_interpreter_index()
-    n = {'scan': scan_checks, 'mixer': mixer_checks, 'nms': nms_checks}[sys.argv[1]]()
+    n = {'scan': scan_checks, 'scan_operator': scan_operator_checks, 'mixer': mixer_checks,
+         'nms': nms_checks}[sys.argv[1]]()
     print(f'{sys.argv[1]}: {n} cases passed')

@@ -386,7 +386,8 @@ class MambaOut(ArchBackbone):
                              f'compile_stages={mode!r}')
         self.compile_stages, self.compile_memory_budget = mode, memory_budget
         for i, stage in enumerate(self.stages):
-            # SSM stages stay eager: the scan is an autograd.Function around Triton kernels
+            # SSM stages stay eager: compiled around the scan operator they are not
+            # measured on a GPU yet
             compiled = mode and stage.mixer == 'gated_cnn'
             stage.compile_name = f'mambaout_stage{i}' if compiled else None
             stage.compile_mode = mode if isinstance(mode, str) else 'default'

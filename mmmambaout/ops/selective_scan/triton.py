@@ -22,6 +22,8 @@ summed afterwards.
 """
 from __future__ import annotations
 
+from typing import List, Optional, Tuple
+
 import torch
 import triton
 import triton.language as tl
@@ -258,76 +260,139 @@ def _block_d(requested: int, H: int) -> int:
     return b
 
 
-class _SelectiveScanTriton(torch.autograd.Function):
+# The kernels behind two custom operators (``torch.ops.mmmambaout.selective_scan_fwd`` /
+# ``_bwd``) with fake (shape) implementations and autograd: ``torch.compile`` keeps a scan
+# in its graph as one opaque node, dynamic sizes included, instead of tracing into Python
+# that launches Triton kernels.
+def _n_saved(L, dtype: torch.dtype):
+    """How many states the forward saves for a sequence of ``L`` steps (one per backward
+    chunk); ``L`` may be symbolic (``torch.compile``)."""
+    save_l = _configs(dtype)[1]['BLOCK_L']
+    return (L + save_l - 1) // save_l
 
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-        u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
-        D = D.contiguous() if D is not None else None
-        z = z.contiguous() if z is not None else None
-        delta_bias = delta_bias.contiguous() if delta_bias is not None else None
-        batch, dim, L = u.shape
-        G, N = B.shape[1], B.shape[2]
-        H = dim // G
-        block_n = max(triton.next_power_of_2(N), 2)
-        fwd, bwd = _configs(u.dtype)
-        save_l = bwd['BLOCK_L']
-        n_saved = triton.cdiv(L, save_l)
-        # the forward runs on to the last saved state; padded steps leave the state as is
-        n_chunks = triton.cdiv(n_saved * save_l, fwd['BLOCK_L'])
-        out = torch.empty_like(u)
-        states = torch.empty((batch, dim, n_saved, N), device=u.device, dtype=torch.float32)
-        bd = _block_d(fwd['BLOCK_D'], H)
-        grid = (triton.cdiv(dim, bd), batch)
-        _fwd_kernel[grid](
-            u, delta, A, B, C, D if D is not None else u, z if z is not None else u,
-            delta_bias if delta_bias is not None else u, out, states,
-            dim, L, H, G, N, n_chunks, n_saved,
-            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=bool(delta_softplus), SAVE_L=save_l, BLOCK_D=bd, BLOCK_N=block_n,
-            BLOCK_L=fwd['BLOCK_L'], num_warps=fwd['num_warps'])
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states)
-        ctx.bwd = bwd
-        ctx.delta_softplus = bool(delta_softplus)
-        ctx.set_materialize_grads(False)
-        last_state = states[:, :, -1].clone()
-        return out, last_state
 
-    @staticmethod
-    def backward(ctx, dout, dlast):
-        u, delta, A, B, C, D, z, delta_bias, states = ctx.saved_tensors
-        batch, dim, L = u.shape
-        G, N = B.shape[1], B.shape[2]
-        H = dim // G
-        n_chunks = states.shape[2]
-        block_n = max(triton.next_power_of_2(N), 2)
-        dout = dout.contiguous() if dout is not None else torch.zeros_like(u)
-        dlast = dlast.contiguous() if dlast is not None else None
-        f32 = dict(device=u.device, dtype=torch.float32)
-        du = torch.empty_like(u)
-        ddelta = torch.empty_like(delta)
-        dz = torch.empty_like(z) if z is not None else None
-        dA = torch.empty((batch, dim, N), **f32)
-        dB = torch.zeros(B.shape, **f32)
-        dC = torch.zeros(C.shape, **f32)
-        dD = torch.empty((batch, dim), **f32) if D is not None else None
-        dbias = torch.empty((batch, dim), **f32) if delta_bias is not None else None
-        bwd = ctx.bwd
-        bd = _block_d(bwd['BLOCK_D'], H)
-        grid = (triton.cdiv(dim, bd), batch)
-        _bwd_kernel[grid](
-            u, delta, A, B, C, D if D is not None else u, z if z is not None else u,
-            delta_bias if delta_bias is not None else u, states, dout,
-            dlast if dlast is not None else u,
-            du, ddelta, dz if dz is not None else du, dA, dB, dC,
-            dD if dD is not None else dA, dbias if dbias is not None else dA,
-            dim, L, H, G, N, n_chunks,
-            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=ctx.delta_softplus, HAS_DLAST=dlast is not None,
-            BLOCK_D=bd, BLOCK_N=block_n, BLOCK_L=bwd['BLOCK_L'], num_warps=bwd['num_warps'])
-        return (du, ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
-                dD.sum(0).to(D.dtype) if D is not None else None, dz,
-                dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else None, None)
+@torch.library.custom_op('mmmambaout::selective_scan_fwd', mutates_args=())
+def _scan_fwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+              C: torch.Tensor, D: Optional[torch.Tensor], z: Optional[torch.Tensor],
+              delta_bias: Optional[torch.Tensor],
+              delta_softplus: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(out, states)``: the scan's output and the state saved every backward chunk
+    ``(batch, dim, chunks, N)``, float32 (the last one is the final state). Contiguous
+    inputs (:func:`selective_scan_triton` makes them so; copies here otherwise)."""
+    u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
+    D, z, delta_bias = (t.contiguous() if t is not None else None for t in (D, z, delta_bias))
+    batch, dim, L = u.shape
+    G, N = B.shape[1], B.shape[2]
+    H = dim // G
+    block_n = max(triton.next_power_of_2(N), 2)
+    fwd, bwd = _configs(u.dtype)
+    save_l = bwd['BLOCK_L']
+    n_saved = _n_saved(L, u.dtype)
+    # the forward runs on to the last saved state; padded steps leave the state as is
+    n_chunks = triton.cdiv(n_saved * save_l, fwd['BLOCK_L'])
+    out = torch.empty_like(u)
+    states = torch.empty((batch, dim, n_saved, N), device=u.device, dtype=torch.float32)
+    bd = _block_d(fwd['BLOCK_D'], H)
+    grid = (triton.cdiv(dim, bd), batch)
+    _fwd_kernel[grid](
+        u, delta, A, B, C, D if D is not None else u, z if z is not None else u,
+        delta_bias if delta_bias is not None else u, out, states,
+        dim, L, H, G, N, n_chunks, n_saved,
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+        SOFTPLUS=bool(delta_softplus), SAVE_L=save_l, BLOCK_D=bd, BLOCK_N=block_n,
+        BLOCK_L=fwd['BLOCK_L'], num_warps=fwd['num_warps'])
+    return out, states
+
+
+@_scan_fwd.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    batch, dim, L = u.shape
+    return (torch.empty_like(u),
+            u.new_empty((batch, dim, _n_saved(L, u.dtype), B.shape[2]), dtype=torch.float32))
+
+
+def _no_grad_slot(t):
+    """An absent gradient's place in the backward's outputs (operators return tensors)."""
+    return t.new_empty((0, ))
+
+
+@torch.library.custom_op('mmmambaout::selective_scan_bwd', mutates_args=())
+def _scan_bwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+              C: torch.Tensor, D: Optional[torch.Tensor], z: Optional[torch.Tensor],
+              delta_bias: Optional[torch.Tensor], states: torch.Tensor, dout: torch.Tensor,
+              dlast: Optional[torch.Tensor], delta_softplus: bool) -> List[torch.Tensor]:
+    """Gradients of u, delta, A, B, C, D, z, delta_bias (an empty tensor for an absent
+    optional input)."""
+    u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
+    D, z, delta_bias = (t.contiguous() if t is not None else None for t in (D, z, delta_bias))
+    batch, dim, L = u.shape
+    G, N = B.shape[1], B.shape[2]
+    H = dim // G
+    n_chunks = states.shape[2]
+    block_n = max(triton.next_power_of_2(N), 2)
+    dout = dout.contiguous()
+    dlast = dlast.contiguous() if dlast is not None else None
+    f32 = dict(device=u.device, dtype=torch.float32)
+    du = torch.empty_like(u)
+    ddelta = torch.empty_like(delta)
+    dz = torch.empty_like(z) if z is not None else None
+    dA = torch.empty((batch, dim, N), **f32)
+    dB = torch.zeros(B.shape, **f32)
+    dC = torch.zeros(C.shape, **f32)
+    dD = torch.empty((batch, dim), **f32) if D is not None else None
+    dbias = torch.empty((batch, dim), **f32) if delta_bias is not None else None
+    bwd = _configs(u.dtype)[1]
+    if n_chunks != _n_saved(L, u.dtype):
+        raise RuntimeError(f"selective scan backward: the forward saved {n_chunks} states "
+                           f"for {L} steps, the backward's BLOCK_L {bwd['BLOCK_L']} needs "
+                           f'{_n_saved(L, u.dtype)}: CONFIGS changed in between')
+    bd = _block_d(bwd['BLOCK_D'], H)
+    grid = (triton.cdiv(dim, bd), batch)
+    _bwd_kernel[grid](
+        u, delta, A, B, C, D if D is not None else u, z if z is not None else u,
+        delta_bias if delta_bias is not None else u, states, dout,
+        dlast if dlast is not None else u,
+        du, ddelta, dz if dz is not None else du, dA, dB, dC,
+        dD if dD is not None else dA, dbias if dbias is not None else dA,
+        dim, L, H, G, N, n_chunks,
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+        SOFTPLUS=bool(delta_softplus), HAS_DLAST=dlast is not None,
+        BLOCK_D=bd, BLOCK_N=block_n, BLOCK_L=bwd['BLOCK_L'], num_warps=bwd['num_warps'])
+    return [du, ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+            dD.sum(0).to(D.dtype) if D is not None else _no_grad_slot(u),
+            dz if z is not None else _no_grad_slot(u),
+            dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else _no_grad_slot(u)]
+
+
+@_scan_bwd.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, states, dout, dlast, delta_softplus):
+    return [torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A),
+            torch.empty_like(B), torch.empty_like(C),
+            torch.empty_like(D) if D is not None else _no_grad_slot(u),
+            torch.empty_like(z) if z is not None else _no_grad_slot(u),
+            torch.empty_like(delta_bias) if delta_bias is not None else _no_grad_slot(u)]
+
+
+def _setup_context(ctx, inputs, output):
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus = inputs
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[1])
+    ctx.delta_softplus = delta_softplus
+    # an unused output (the states, unless the final state is read) gets no zero gradient
+    ctx.set_materialize_grads(False)
+
+
+def _backward(ctx, dout, dstates):
+    u, delta, A, B, C, D, z, delta_bias, states = ctx.saved_tensors
+    # only the final state is visible (the others are saved for the backward)
+    dlast = dstates[:, :, -1] if dstates is not None else None
+    grads = torch.ops.mmmambaout.selective_scan_bwd(
+        u, delta, A, B, C, D, z, delta_bias, states,
+        dout if dout is not None else torch.zeros_like(u), dlast, ctx.delta_softplus)
+    present = (True, ) * 5 + (D is not None, z is not None, delta_bias is not None)
+    return tuple(g if p else None for g, p in zip(grads, present)) + (None, )
+
+
+_scan_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
@@ -335,6 +400,9 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     """Selective scan with the Triton kernels; B and C grouped (batch, G, N, L)."""
     if A.is_complex():
         raise NotImplementedError('complex A is not supported')
-    out, last_state = _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias,
-                                                 delta_softplus)
-    return (out, last_state) if return_last_state else out
+    u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
+    D, z, delta_bias = (t.contiguous() if t is not None else None for t in (D, z, delta_bias))
+    out, states = torch.ops.mmmambaout.selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias,
+                                                          bool(delta_softplus))
+    # a copy: a view would keep every saved state alive with the final one
+    return (out, states[:, :, -1].clone()) if return_last_state else out
