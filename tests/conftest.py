@@ -1,5 +1,7 @@
 import pytest
 import torch
+import torch.nn as nn
+from torch.utils.data import Dataset
 
 
 def pytest_configure(config):
@@ -15,8 +17,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker('cuda') is not None:
             item.add_marker(skip)
-import torch.nn as nn
-from torch.utils.data import Dataset
 
 
 def _tiny_model():

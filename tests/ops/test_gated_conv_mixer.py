@@ -13,6 +13,7 @@ from mmmambaout.models.backbones.mambaout import MambaOut
 from mmmambaout.ops.gated_conv_mixer import (gated_conv_mixer, gated_conv_mixer_reference,
                                              triton_available)
 
+
 def cuda(test):
     """A CUDA case of the Triton kernels: marked ``cuda``, and skipped without Triton."""
     return pytest.mark.cuda(

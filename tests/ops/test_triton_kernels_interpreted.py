@@ -48,11 +48,12 @@ def scan_checks():
 
 
 def scan_operator_checks():
-    """The scan as PyTorch operators: ``torch.library.opcheck`` (schema, fake tensors,
-    autograd registration, AOT dispatch with dynamic shapes) and ``torch.compile(...,
-    fullgraph=True)`` over a function around it (no graph break; dynamic L) giving the
-    eager outputs and gradients exactly, with only the output used (no final-state
-    gradient) and with both."""
+    """The scan as PyTorch operators (what torch.compile sees): ``torch.library.opcheck``
+    (schema, fake tensors, autograd registration, AOT dispatch with dynamic shapes), on
+    contiguous and on transposed inputs, and ``torch.compile(..., backend='aot_eager',
+    fullgraph=True, dynamic=True)`` over a function around the scan (no graph break; L
+    symbolic) giving the eager outputs and gradients bit for bit, with only the output used
+    (no final-state gradient) and with both."""
     sys.path.insert(0, HERE)
     from test_selective_scan import make_inputs
 
@@ -71,6 +72,9 @@ def scan_operator_checks():
         full = [plain[k] for k in ('u', 'delta', 'A', 'B', 'C')] + [
             plain.get(k) for k in ('D', 'z', 'delta_bias')] + [True]
         torch.library.opcheck(torch.ops.mmmambaout.selective_scan_fwd.default, full)
+        # a transposed u: the outputs are contiguous, as the fake implementation says
+        full[0] = full[0].transpose(1, 2).contiguous().transpose(1, 2)
+        torch.library.opcheck(torch.ops.mmmambaout.selective_scan_fwd.default, full)
         n += 1
 
     def step(args, with_last):
@@ -78,6 +82,16 @@ def scan_operator_checks():
         loss = (out.sin() * 2).sum()
         return loss + last.pow(2).sum() if with_last else loss
 
+    # dynamo's graph holds the operator as one node (not the Python that launches kernels)
+    graphs = []
+
+    def record(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch.compile(step, backend=record, fullgraph=True)(grouped(make_inputs(L=8)), True)
+    targets = [str(node.target) for node in graphs[0].graph.nodes]
+    assert targets.count('mmmambaout.selective_scan_fwd') == 1, targets
     compiled = torch.compile(step, backend='aot_eager', fullgraph=True, dynamic=True)
     for with_last in (False, True):
         for L in (13, 30):   # a second length: the same graph, L symbolic
@@ -94,8 +108,9 @@ def scan_operator_checks():
 
 
 def operator_macs_check(grouped):
-    """tools/analysis/get_flops.py counts the operator's node (a jit trace, as on a GPU):
-    9 * batch * L * dim * N, plus batch * dim * L each for D and z when given."""
+    """tools/analysis/get_flops.py counts the Triton scan's node in its jit trace (what it
+    traces on a GPU): 9 * batch * L * dim * N, plus batch * dim * L each for D and z when
+    given."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), 'tools', 'analysis'))
     import get_flops
 

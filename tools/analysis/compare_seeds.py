@@ -27,6 +27,7 @@ that every run of both configs logged.
 then; runs not yet started are left out.
 """
 import argparse
+import collections
 import glob
 import json
 import os
@@ -204,10 +205,10 @@ def log_tail(path, lines=15):
     printed for a failed run, whose log may sit on a machine the reader cannot open."""
     try:
         with open(path, errors='replace') as f:
-            text = [line.rstrip() for line in f if line.strip()]
+            tail = collections.deque((line.rstrip() for line in f if line.strip()), lines)
     except OSError as exc:
         return f'    (no log: {exc})'
-    return '\n'.join('    ' + line for line in text[-lines:])
+    return '\n'.join('    ' + line for line in tail)
 
 
 def main(argv=None):

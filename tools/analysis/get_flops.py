@@ -19,8 +19,8 @@ printed as 1.2G for 1.156G): one multiply-add is one MAC; conv (the 7x7 depthwis
 included), linear and matmul count, norms and upsampling as mmengine's handles count
 them; elementwise ops (GELU, the gating product, residual adds), pooling, RoIAlign and
 NMS count nothing. The ops that no handle counted are listed after the table.
-Our own ops appear in the trace as one node each (a ``prim::PythonOp``, or the Triton
-scan's operator) and get handles: MambaOut's fused token mixer (CUDA) counts what its composite ops count, and the
+Our own ops appear in the trace as one ``prim::PythonOp`` node each, and get handles:
+MambaOut's fused token mixer (CUDA) counts what its composite ops count, and the
 selective scan of Vim counts as Mamba's papers count it (see the handles below).
 Parameters are all of the model's, as the papers report them (a segmentor's auxiliary
 head included, although only training runs it).
@@ -47,10 +47,9 @@ DEFAULT_SHAPES = {'mmdet': (800, 1280), 'mmseg': (512, 2048), 'mmpretrain': (224
 FUSED_MIXER_FUNCTIONS = (('mmmambaout.ops.gated_conv_mixer', '_GatedConvMixer'), )
 SELECTIVE_SCAN_FUNCTIONS = (
     ('mmmambaout.ops.selective_scan.reference', '_SelectiveScanFunction'),
+    ('mmmambaout.ops.selective_scan.triton', '_SelectiveScanTriton'),
     ('mamba_ssm.ops.selective_scan_interface', 'SelectiveScanFn'),
 )
-# The Triton scan is a custom operator: one node of its name, with its schema's arguments.
-SELECTIVE_SCAN_OPERATOR = 'mmmambaout::selective_scan_fwd'
 
 
 class _Parser(argparse.ArgumentParser):
@@ -121,21 +120,9 @@ def selective_scan_macs(inputs, outputs):
     with those. Read as flops, as #110 states them, the term is up to 2x high as MACs
     (it is ~18% of Vim-S at 224)."""
     u, _, a, _, _, d, z = _call_args(inputs)[:7]
-    return _scan_macs(_shape(u), _shape(a)[1], d is not None, z is not None)
-
-
-def selective_scan_operator_macs(inputs, outputs):
-    """The Triton scan's operator node, ``(u, delta, A, B, C, D, z, delta_bias,
-    delta_softplus)`` as traced values (an absent D or z a None constant): counted as
-    :func:`selective_scan_macs` counts."""
-    u, a, d, z = inputs[0], inputs[2], inputs[5], inputs[6]
-    given = [v.type().kind() != 'NoneType' for v in (d, z)]
-    return _scan_macs(_shape(u), _shape(a)[1], *given)
-
-
-def _scan_macs(u_shape, n, with_d, with_z):
-    batch, dim, length = u_shape
-    return 9 * batch * length * dim * n + batch * dim * length * (with_d + with_z)
+    batch, dim, length = _shape(u)
+    return (9 * batch * length * dim * _shape(a)[1] +
+            batch * dim * length * ((d is not None) + (z is not None)))
 
 
 def flop_analyzer(model, inputs):
@@ -147,7 +134,6 @@ def flop_analyzer(model, inputs):
                               (SELECTIVE_SCAN_FUNCTIONS, selective_scan_macs)):
         for _, name in functions:
             fa.set_op_handle(f'prim::PythonOp.{name}', handle)
-    fa.set_op_handle(SELECTIVE_SCAN_OPERATOR, selective_scan_operator_macs)
     fa.unsupported_ops_warnings(False)
     fa.uncalled_modules_warnings(False)
     fa.tracer_warnings('none')

@@ -18,14 +18,20 @@ if [ $# -ne 3 ]; then
     echo "usage: $0 MAMBA_SSM_SDIST.tar.gz OUT_DIR COMPUTE_CAPABILITY (e.g. 90)" >&2
     exit 2
 fi
-SDIST=$(realpath "$1"); OUT=$2; ARCH=$3
-[ -f "$SDIST" ] || { echo "error: no source distribution at $1" >&2; exit 2; }
+[ -f "$1" ] || { echo "error: no source distribution at $1" >&2; exit 2; }
+SDIST=$(realpath "$1"); OUT=$(realpath -m "$2"); ARCH=$3
 case $ARCH in *[!0-9]*|'') echo "error: the compute capability is digits, e.g. 90; got '$ARCH'" >&2; exit 2;; esac
+# the archive's top folder (awk reads the whole listing: no SIGPIPE under pipefail)
+TOP=$(tar tzf "$SDIST" 2>/dev/null | awk 'NR == 1') || {
+    echo "error: $1 is not a .tar.gz source distribution" >&2; exit 2; }
+TOP=${TOP%%/*}
 mkdir -p "$OUT/ext"
 tar xzf "$SDIST" -C "$OUT"
-SRC=$(ls -d "$OUT"/mamba_ssm-*/ | head -1)
+SRC=$OUT/$TOP
+[ -f "$SRC/csrc/selective_scan/selective_scan.cpp" ] || {
+    echo "error: $1 has no csrc/selective_scan/selective_scan.cpp: not a mamba_ssm sdist?" >&2; exit 2; }
 cd "$SRC"
-EXT=$(realpath "$OUT/ext") ARCH=$ARCH python3 - <<'PY'
+EXT=$OUT/ext ARCH=$ARCH python3 - <<'PY'
 import glob, os, time
 from torch.utils.cpp_extension import load
 start = time.time()
@@ -44,4 +50,4 @@ load(name='selective_scan_cuda', build_directory=os.environ['EXT'], verbose=Fals
                         '-gencode', f'arch=compute_{arch},code=sm_{arch}', '--threads', '4'])
 print(f'selective_scan_cuda built in {time.time() - start:.0f} s')
 PY
-echo "export PYTHONPATH=${SRC%/}:$(realpath "$OUT/ext"):\$PYTHONPATH"
+echo "export PYTHONPATH=$SRC:$OUT/ext:\$PYTHONPATH"

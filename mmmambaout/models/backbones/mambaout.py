@@ -386,8 +386,8 @@ class MambaOut(ArchBackbone):
                              f'compile_stages={mode!r}')
         self.compile_stages, self.compile_memory_budget = mode, memory_budget
         for i, stage in enumerate(self.stages):
-            # SSM stages stay eager: compiled around the scan operator they are not
-            # measured on a GPU yet
+            # SSM stages stay eager: compiling them around the scan operator has not
+            # been measured on a GPU yet
             compiled = mode and stage.mixer == 'gated_cnn'
             stage.compile_name = f'mambaout_stage{i}' if compiled else None
             stage.compile_mode = mode if isinstance(mode, str) else 'default'

@@ -20,8 +20,6 @@ reverse scan. Gradients of B and C are reduced over the channels of a program an
 atomically (float32); those of A, D and delta_bias are reduced per batch element and
 summed afterwards.
 """
-from __future__ import annotations
-
 from typing import List, Optional, Tuple
 
 import torch
@@ -260,10 +258,6 @@ def _block_d(requested: int, H: int) -> int:
     return b
 
 
-# The kernels behind two custom operators (``torch.ops.mmmambaout.selective_scan_fwd`` /
-# ``_bwd``) with fake (shape) implementations and autograd: ``torch.compile`` keeps a scan
-# in its graph as one opaque node, dynamic sizes included, instead of tracing into Python
-# that launches Triton kernels.
 def _n_saved(L, dtype: torch.dtype):
     """How many states the forward saves for a sequence of ``L`` steps (one per backward
     chunk); ``L`` may be symbolic (``torch.compile``)."""
@@ -271,16 +265,14 @@ def _n_saved(L, dtype: torch.dtype):
     return (L + save_l - 1) // save_l
 
 
-@torch.library.custom_op('mmmambaout::selective_scan_fwd', mutates_args=())
-def _scan_fwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-              C: torch.Tensor, D: Optional[torch.Tensor], z: Optional[torch.Tensor],
-              delta_bias: Optional[torch.Tensor],
-              delta_softplus: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(out, states)``: the scan's output and the state saved every backward chunk
-    ``(batch, dim, chunks, N)``, float32 (the last one is the final state). Contiguous
-    inputs (:func:`selective_scan_triton` makes them so; copies here otherwise)."""
-    u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
-    D, z, delta_bias = (t.contiguous() if t is not None else None for t in (D, z, delta_bias))
+def _contiguous(*tensors):
+    return tuple(t.contiguous() if t is not None else None for t in tensors)
+
+
+def _launch_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    """``(out, states)``: the scan's output and the float32 state saved every backward
+    chunk, ``(batch, dim, chunks, N)`` (the last one is the final state)."""
+    u, delta, A, B, C, D, z, delta_bias = _contiguous(u, delta, A, B, C, D, z, delta_bias)
     batch, dim, L = u.shape
     G, N = B.shape[1], B.shape[2]
     H = dim // G
@@ -304,34 +296,22 @@ def _scan_fwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Te
     return out, states
 
 
-@_scan_fwd.register_fake
-def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-    batch, dim, L = u.shape
-    return (torch.empty_like(u),
-            u.new_empty((batch, dim, _n_saved(L, u.dtype), B.shape[2]), dtype=torch.float32))
-
-
-def _no_grad_slot(t):
-    """An absent gradient's place in the backward's outputs (operators return tensors)."""
-    return t.new_empty((0, ))
-
-
-@torch.library.custom_op('mmmambaout::selective_scan_bwd', mutates_args=())
-def _scan_bwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-              C: torch.Tensor, D: Optional[torch.Tensor], z: Optional[torch.Tensor],
-              delta_bias: Optional[torch.Tensor], states: torch.Tensor, dout: torch.Tensor,
-              dlast: Optional[torch.Tensor], delta_softplus: bool) -> List[torch.Tensor]:
-    """Gradients of u, delta, A, B, C, D, z, delta_bias (an empty tensor for an absent
-    optional input)."""
-    u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
-    D, z, delta_bias = (t.contiguous() if t is not None else None for t in (D, z, delta_bias))
+def _launch_bwd(u, delta, A, B, C, D, z, delta_bias, states, dout, dlast, delta_softplus):
+    """Gradients of u, delta, A, B, C, D, z, delta_bias (None for an absent optional
+    input); ``dout`` None means zero, ``dlast`` (the final state's gradient) may be None."""
+    u, delta, A, B, C, D, z, delta_bias, dlast = _contiguous(
+        u, delta, A, B, C, D, z, delta_bias, dlast)
     batch, dim, L = u.shape
     G, N = B.shape[1], B.shape[2]
     H = dim // G
     n_chunks = states.shape[2]
+    bwd = _configs(u.dtype)[1]
+    if n_chunks != _n_saved(L, u.dtype):
+        raise RuntimeError(f"selective scan backward: the forward saved {n_chunks} states "
+                           f"for {L} steps, the backward's BLOCK_L {bwd['BLOCK_L']} needs "
+                           f'{_n_saved(L, u.dtype)}: CONFIGS changed in between')
     block_n = max(triton.next_power_of_2(N), 2)
-    dout = dout.contiguous()
-    dlast = dlast.contiguous() if dlast is not None else None
+    dout = dout.contiguous() if dout is not None else torch.zeros_like(u)
     f32 = dict(device=u.device, dtype=torch.float32)
     du = torch.empty_like(u)
     ddelta = torch.empty_like(delta)
@@ -341,11 +321,6 @@ def _scan_bwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Te
     dC = torch.zeros(C.shape, **f32)
     dD = torch.empty((batch, dim), **f32) if D is not None else None
     dbias = torch.empty((batch, dim), **f32) if delta_bias is not None else None
-    bwd = _configs(u.dtype)[1]
-    if n_chunks != _n_saved(L, u.dtype):
-        raise RuntimeError(f"selective scan backward: the forward saved {n_chunks} states "
-                           f"for {L} steps, the backward's BLOCK_L {bwd['BLOCK_L']} needs "
-                           f'{_n_saved(L, u.dtype)}: CONFIGS changed in between')
     bd = _block_d(bwd['BLOCK_D'], H)
     grid = (triton.cdiv(dim, bd), batch)
     _bwd_kernel[grid](
@@ -358,41 +333,94 @@ def _scan_bwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Te
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=bool(delta_softplus), HAS_DLAST=dlast is not None,
         BLOCK_D=bd, BLOCK_N=block_n, BLOCK_L=bwd['BLOCK_L'], num_warps=bwd['num_warps'])
-    return [du, ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
-            dD.sum(0).to(D.dtype) if D is not None else _no_grad_slot(u),
-            dz if z is not None else _no_grad_slot(u),
-            dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else _no_grad_slot(u)]
+    return (du, ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+            dD.sum(0).to(D.dtype) if D is not None else None, dz,
+            dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else None)
 
 
-@_scan_bwd.register_fake
-def _(u, delta, A, B, C, D, z, delta_bias, states, dout, dlast, delta_softplus):
-    return [torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A),
-            torch.empty_like(B), torch.empty_like(C),
-            torch.empty_like(D) if D is not None else _no_grad_slot(u),
-            torch.empty_like(z) if z is not None else _no_grad_slot(u),
-            torch.empty_like(delta_bias) if delta_bias is not None else _no_grad_slot(u)]
+class _SelectiveScanTriton(torch.autograd.Function):
+    """The scan in eager mode (the cheaper call: an operator's dispatch costs more)."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        inputs = _contiguous(u, delta, A, B, C, D, z, delta_bias)   # copied once, saved
+        out, states = _launch_fwd(*inputs, delta_softplus)
+        ctx.save_for_backward(*inputs, states)
+        ctx.delta_softplus = bool(delta_softplus)
+        ctx.set_materialize_grads(False)
+        # a copy: a view would keep every saved state alive with the final one
+        return out, states[:, :, -1].clone()
+
+    @staticmethod
+    def backward(ctx, dout, dlast):
+        return _launch_bwd(*ctx.saved_tensors, dout, dlast, ctx.delta_softplus) + (None, )
 
 
-def _setup_context(ctx, inputs, output):
-    u, delta, A, B, C, D, z, delta_bias, delta_softplus = inputs
-    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[1])
-    ctx.delta_softplus = delta_softplus
-    # an unused output (the states, unless the final state is read) gets no zero gradient
-    ctx.set_materialize_grads(False)
+# Inside torch.compile the scan is two custom operators (``torch.ops.mmmambaout.
+# selective_scan_fwd`` / ``_bwd``) with fake (shape) implementations and autograd, so a
+# compiled graph keeps it as one opaque node, dynamic sizes included, instead of tracing
+# Python that launches Triton kernels. (torch >= 2.4; before, compiling traces the
+# autograd.Function.) Outputs are contiguous, as the fakes say.
+_OPERATORS = hasattr(torch.library, 'custom_op')
+if _OPERATORS:
+    def _empty(t):
+        return torch.empty(t.shape, dtype=t.dtype, device=t.device)
+
+    @torch.library.custom_op('mmmambaout::selective_scan_fwd', mutates_args=())
+    def _scan_fwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                  C: torch.Tensor, D: Optional[torch.Tensor], z: Optional[torch.Tensor],
+                  delta_bias: Optional[torch.Tensor],
+                  delta_softplus: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(out, states, final state)``; states as :func:`_launch_fwd`'s."""
+        out, states = _launch_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        return out, states, states[:, :, -1].clone()
+
+    @_scan_fwd.register_fake
+    def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        batch, dim, L = u.shape
+        N = B.shape[2]
+        f32 = dict(dtype=torch.float32, device=u.device)
+        return (_empty(u), torch.empty((batch, dim, _n_saved(L, u.dtype), N), **f32),
+                torch.empty((batch, dim, N), **f32))
+
+    @torch.library.custom_op('mmmambaout::selective_scan_bwd', mutates_args=())
+    def _scan_bwd(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                  C: torch.Tensor, D: Optional[torch.Tensor], z: Optional[torch.Tensor],
+                  delta_bias: Optional[torch.Tensor], states: torch.Tensor,
+                  dout: torch.Tensor, dlast: Optional[torch.Tensor],
+                  delta_softplus: bool) -> List[torch.Tensor]:
+        """:func:`_launch_bwd`'s gradients, an empty tensor for an absent input's
+        (operators return tensors)."""
+        grads = _launch_bwd(u, delta, A, B, C, D, z, delta_bias, states, dout, dlast,
+                            delta_softplus)
+        return [g if g is not None else u.new_empty((0, )) for g in grads]
+
+    @_scan_bwd.register_fake
+    def _(u, delta, A, B, C, D, z, delta_bias, states, dout, dlast, delta_softplus):
+        return [_empty(t) if t is not None else u.new_empty((0, ))
+                for t in (u, delta, A, B, C, D, z, delta_bias)]
+
+    def _setup_context(ctx, inputs, output):
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus = inputs
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[1])
+        ctx.delta_softplus = delta_softplus
+        ctx.set_materialize_grads(False)
+
+    def _scan_backward(ctx, dout, dstates, dlast):
+        # the saved states are not visible outside selective_scan_triton: dstates is unused
+        u, delta, A, B, C, D, z, delta_bias, states = ctx.saved_tensors
+        grads = torch.ops.mmmambaout.selective_scan_bwd(
+            u, delta, A, B, C, D, z, delta_bias, states,
+            dout if dout is not None else torch.zeros_like(u), dlast, ctx.delta_softplus)
+        present = (True, ) * 5 + (D is not None, z is not None, delta_bias is not None)
+        return tuple(g if p else None for g, p in zip(grads, present)) + (None, )
+
+    _scan_fwd.register_autograd(_scan_backward, setup_context=_setup_context)
 
 
-def _backward(ctx, dout, dstates):
-    u, delta, A, B, C, D, z, delta_bias, states = ctx.saved_tensors
-    # only the final state is visible (the others are saved for the backward)
-    dlast = dstates[:, :, -1] if dstates is not None else None
-    grads = torch.ops.mmmambaout.selective_scan_bwd(
-        u, delta, A, B, C, D, z, delta_bias, states,
-        dout if dout is not None else torch.zeros_like(u), dlast, ctx.delta_softplus)
-    present = (True, ) * 5 + (D is not None, z is not None, delta_bias is not None)
-    return tuple(g if p else None for g, p in zip(grads, present)) + (None, )
-
-
-_scan_fwd.register_autograd(_backward, setup_context=_setup_context)
+def _compiling() -> bool:
+    is_compiling = getattr(torch.compiler, 'is_compiling', None)
+    return bool(is_compiling and is_compiling())
 
 
 def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
@@ -400,9 +428,11 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     """Selective scan with the Triton kernels; B and C grouped (batch, G, N, L)."""
     if A.is_complex():
         raise NotImplementedError('complex A is not supported')
-    u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
-    D, z, delta_bias = (t.contiguous() if t is not None else None for t in (D, z, delta_bias))
-    out, states = torch.ops.mmmambaout.selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias,
-                                                          bool(delta_softplus))
-    # a copy: a view would keep every saved state alive with the final one
-    return (out, states[:, :, -1].clone()) if return_last_state else out
+    if _OPERATORS and _compiling():
+        u, delta, A, B, C, D, z, delta_bias = _contiguous(u, delta, A, B, C, D, z, delta_bias)
+        out, _, last_state = torch.ops.mmmambaout.selective_scan_fwd(
+            u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus))
+    else:
+        out, last_state = _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias,
+                                                     delta_softplus)
+    return (out, last_state) if return_last_state else out
