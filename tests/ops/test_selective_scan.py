@@ -21,7 +21,6 @@ from mmmambaout.ops.selective_scan import (ENV_VAR, available_backends, resolve_
                                            selective_scan)
 from mmmambaout.ops.selective_scan.reference import selective_scan_reference
 
-needs_cuda = pytest.mark.cuda
 ARG_NAMES = ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')
 
 
@@ -257,7 +256,7 @@ def cuda_inputs(dtype, groups=None, L=300, dim=24, N=16, optional=True, seed=0):
     return {k: v.detach().cuda().requires_grad_() for k, v in args.items()}
 
 
-@needs_cuda
+@pytest.mark.cuda
 @pytest.mark.parametrize('backend', ['triton', 'reference'])
 @pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-4), (torch.float16, 2e-2),
                                        (torch.bfloat16, 2e-2)])
@@ -269,7 +268,7 @@ def test_cuda_backend_matches_recurrence(backend, dtype, tol, L, groups):
     check_against_plain(args, True, public_fn(backend), tol, tol)
 
 
-@needs_cuda
+@pytest.mark.cuda
 def test_cuda_triton_without_optional_inputs_and_large_delta():
     if 'triton' not in available_backends('cuda'):
         pytest.skip('triton not available')
@@ -282,7 +281,7 @@ def test_cuda_triton_without_optional_inputs_and_large_delta():
     assert all(torch.isfinite(g).all() for g in grads.values())
 
 
-@needs_cuda
+@pytest.mark.cuda
 def test_cuda_auto_backend_is_fast_path():
     assert resolve_backend('auto', 'cuda') in ('mamba_ssm', 'triton')
     if os.environ.get(ENV_VAR):

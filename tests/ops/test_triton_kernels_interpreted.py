@@ -19,6 +19,14 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def grouped(args):
+    """``args`` with B / C grouped (batch, G, N, L), as the public function passes them."""
+    args = dict(args)
+    if args['B'].dim() == 3:
+        args['B'], args['C'] = args['B'].unsqueeze(1), args['C'].unsqueeze(1)
+    return args
+
+
 def scan_checks():
     sys.path.insert(0, HERE)
     from test_selective_scan import check_against_plain, make_inputs
@@ -26,10 +34,8 @@ def scan_checks():
     from mmmambaout.ops.selective_scan.triton import CONFIGS, selective_scan_triton
 
     def fn(args, softplus):
-        args = dict(args)
-        if args['B'].dim() == 3:   # the public function groups B / C before dispatching
-            args['B'], args['C'] = args['B'].unsqueeze(1), args['C'].unsqueeze(1)
-        return selective_scan_triton(**args, delta_softplus=softplus, return_last_state=True)
+        return selective_scan_triton(**grouped(args), delta_softplus=softplus,
+                                     return_last_state=True)
 
     # the forward's chunk longer than, shorter than and equal to the saved-state interval
     # (the backward's chunk), with channel blocks of 1, 2 and 4
@@ -58,12 +64,6 @@ def scan_operator_checks():
     from test_selective_scan import make_inputs
 
     from mmmambaout.ops.selective_scan.triton import selective_scan_triton
-
-    def grouped(args):
-        args = dict(args)
-        if args['B'].dim() == 3:
-            args['B'], args['C'] = args['B'].unsqueeze(1), args['C'].unsqueeze(1)
-        return args
 
     n = 0
     for case in (dict(L=21), dict(L=9, optional=False), dict(L=40, groups=2, dim=8)):
@@ -104,15 +104,17 @@ def scan_operator_checks():
             for name, a, b in zip(names, eager_grads, grads):
                 assert torch.equal(a, b), name
             n += 1
-    return n + operator_macs_check(grouped)
+    return n + scan_macs_check()
 
 
-def operator_macs_check(grouped):
+def scan_macs_check():
     """tools/analysis/get_flops.py counts the Triton scan's node in its jit trace (what it
     traces on a GPU): 9 * batch * L * dim * N, plus batch * dim * L each for D and z when
     given."""
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), 'tools', 'analysis'))
+    sys.path[:0] = [HERE, os.path.join(os.path.dirname(os.path.dirname(HERE)), 'tools',
+                                       'analysis')]
     import get_flops
+    from test_selective_scan import make_inputs
 
     from mmmambaout.ops.selective_scan.triton import selective_scan_triton
 
@@ -122,7 +124,7 @@ def operator_macs_check(grouped):
 
     n = 0
     for optional in (True, False):
-        args = grouped(make_inputs_for_macs(optional))
+        args = grouped(make_inputs(L=11, optional=optional))
         inputs = [args[k].detach() for k in ('u', 'delta', 'A', 'B', 'C')] + (
             [args[k].detach() for k in ('D', 'z', 'delta_bias')] if optional else [])
         (batch, dim, L), N = args['u'].shape, args['A'].shape[1]
@@ -131,12 +133,6 @@ def operator_macs_check(grouped):
             optional, counted.by_operator())
         n += 1
     return n
-
-
-def make_inputs_for_macs(optional):
-    sys.path.insert(0, HERE)
-    from test_selective_scan import make_inputs
-    return make_inputs(L=11, optional=optional)
 
 
 def softplus_check():

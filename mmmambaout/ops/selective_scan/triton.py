@@ -271,8 +271,8 @@ def _contiguous(*tensors):
 
 def _launch_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     """``(out, states)``: the scan's output and the float32 state saved every backward
-    chunk, ``(batch, dim, chunks, N)`` (the last one is the final state)."""
-    u, delta, A, B, C, D, z, delta_bias = _contiguous(u, delta, A, B, C, D, z, delta_bias)
+    chunk, ``(batch, dim, chunks, N)`` (the last one is the final state). Contiguous
+    inputs (the callers copy, once)."""
     batch, dim, L = u.shape
     G, N = B.shape[1], B.shape[2]
     H = dim // G
@@ -298,9 +298,8 @@ def _launch_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
 
 def _launch_bwd(u, delta, A, B, C, D, z, delta_bias, states, dout, dlast, delta_softplus):
     """Gradients of u, delta, A, B, C, D, z, delta_bias (None for an absent optional
-    input); ``dout`` None means zero, ``dlast`` (the final state's gradient) may be None."""
-    u, delta, A, B, C, D, z, delta_bias, dlast = _contiguous(
-        u, delta, A, B, C, D, z, delta_bias, dlast)
+    input); ``dout`` None means zero, ``dlast`` (the final state's gradient) may be None.
+    Contiguous inputs, as saved by the forward."""
     batch, dim, L = u.shape
     G, N = B.shape[1], B.shape[2]
     H = dim // G
@@ -312,6 +311,7 @@ def _launch_bwd(u, delta, A, B, C, D, z, delta_bias, states, dout, dlast, delta_
                            f'{_n_saved(L, u.dtype)}: CONFIGS changed in between')
     block_n = max(triton.next_power_of_2(N), 2)
     dout = dout.contiguous() if dout is not None else torch.zeros_like(u)
+    dlast = dlast.contiguous() if dlast is not None else None
     f32 = dict(device=u.device, dtype=torch.float32)
     du = torch.empty_like(u)
     ddelta = torch.empty_like(delta)
@@ -371,8 +371,10 @@ if _OPERATORS:
                   C: torch.Tensor, D: Optional[torch.Tensor], z: Optional[torch.Tensor],
                   delta_bias: Optional[torch.Tensor],
                   delta_softplus: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(out, states, final state)``; states as :func:`_launch_fwd`'s."""
-        out, states = _launch_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        """``(out, states, final state)``; states as :func:`_launch_fwd`'s. (Copies to
+        contiguous here too: the operator may be called directly.)"""
+        out, states = _launch_fwd(*_contiguous(u, delta, A, B, C, D, z, delta_bias),
+                                  delta_softplus)
         return out, states, states[:, :, -1].clone()
 
     @_scan_fwd.register_fake
@@ -391,8 +393,8 @@ if _OPERATORS:
                   delta_softplus: bool) -> List[torch.Tensor]:
         """:func:`_launch_bwd`'s gradients, an empty tensor for an absent input's
         (operators return tensors)."""
-        grads = _launch_bwd(u, delta, A, B, C, D, z, delta_bias, states, dout, dlast,
-                            delta_softplus)
+        grads = _launch_bwd(*_contiguous(u, delta, A, B, C, D, z, delta_bias, states),
+                            dout, dlast, delta_softplus)
         return [g if g is not None else u.new_empty((0, )) for g in grads]
 
     @_scan_bwd.register_fake
