@@ -72,7 +72,9 @@ def cuda_graph_stats():
     try:
         from torch._dynamo.utils import counters
         from torch._inductor.cudagraph_trees import get_manager
-        manager = get_manager(create_if_none_exists=False)
+        # device_index is required in torch 2.11; no graphs without an initialised device
+        manager = (get_manager(torch.cuda.current_device(), create_if_none_exists=False)
+                   if torch.cuda.is_initialized() else None)
         skips = counters['inductor']['cudagraph_skips']
         nodes = [n for ns in (manager.roots or {}).values() for n in ns] if manager else []
         recorded = 0
