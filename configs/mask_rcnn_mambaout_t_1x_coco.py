@@ -21,9 +21,10 @@ model = dict(
     neck=dict(in_channels=[96, 192, 384, 576]),
     rpn_head=dict(  # [speed] both
         type='BatchedRPNHead', anchor_generator=dict(type='CachedAnchorGenerator')),
-    roi_head=dict(  # [speed] all three
+    roi_head=dict(  # [speed] all four (the bbox head: its test-time NMS)
         bbox_roi_extractor=dict(type='LevelSortedRoIExtractor'),
         mask_roi_extractor=dict(type='LevelSortedRoIExtractor'),
+        bbox_head=dict(type='ClassBatchedNMSBBoxHead'),
         mask_head=dict(type='OnDeviceTargetFCNMaskHead')),
     train_cfg=dict(  # [speed] all four
         rpn=dict(assigner=dict(type='SyncFreeMaxIoUAssigner'),

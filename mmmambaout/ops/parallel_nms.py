@@ -25,9 +25,16 @@ import triton.language as tl
 BLOCK_I, BLOCK_W = 32, 16
 
 
-@triton.jit
-def _mask_kernel(boxes_ptr, mask_ptr, n, n_words, threshold, BLOCK_I: tl.constexpr):
-    """mask[i, w] bit b: box j = 64 w + b comes before box i and IoU(j, i) > threshold."""
+# the box count changes with every call: one compiled variant for all counts
+@triton.jit(do_not_specialize=['k', 'n_words'])
+def _mask_kernel(boxes_ptr, counts_ptr, mask_ptr, k, n_words, threshold,
+                 HAS_COUNTS: tl.constexpr, BLOCK_I: tl.constexpr):
+    """Group ``g``'s mask[i, w] bit b: box j = 64 w + b comes before box i and
+    IoU(j, i) > threshold. A group holds ``counts[g]`` boxes (all ``k`` without counts)."""
+    g = tl.program_id(2).to(tl.int64)
+    n = tl.load(counts_ptr + g) if HAS_COUNTS else k
+    boxes_ptr += g * k * 4
+    mask_ptr += g * k * n_words
     i = tl.program_id(0) * BLOCK_I + tl.arange(0, BLOCK_I)
     w = tl.program_id(1)
     lane = tl.arange(0, 64)
@@ -55,10 +62,16 @@ def _mask_kernel(boxes_ptr, mask_ptr, n, n_words, threshold, BLOCK_I: tl.constex
     tl.store(mask_ptr + i.to(tl.int64) * n_words + w, tl.sum(bits, axis=1), mask=mi)
 
 
-@triton.jit
-def _step_kernel(mask_ptr, keep_in_ptr, keep_out_ptr, n, n_words, BLOCK_W: tl.constexpr):
-    """One Jacobi step for the 64 boxes of one output word."""
+@triton.jit(do_not_specialize=['k', 'n_words'])
+def _step_kernel(mask_ptr, counts_ptr, keep_in_ptr, keep_out_ptr, k, n_words,
+                 HAS_COUNTS: tl.constexpr, BLOCK_W: tl.constexpr):
+    """One Jacobi step for the 64 boxes of one output word of group ``program_id(1)``."""
     pid = tl.program_id(0)
+    g = tl.program_id(1).to(tl.int64)
+    n = tl.load(counts_ptr + g) if HAS_COUNTS else k
+    mask_ptr += g * k * n_words
+    keep_in_ptr += g * n_words
+    keep_out_ptr += g * n_words
     lane = tl.arange(0, 64)
     rows = pid * 64 + lane
     mr = rows < n
@@ -82,16 +95,31 @@ def greedy_nms_sorted(boxes: torch.Tensor, threshold: float, max_steps: int = 64
     in descending score order, or ``None`` if ``max_steps`` Jacobi steps did not settle
     (the caller then uses a serial NMS). Checks for a fixed point (one host sync) every
     ``check_every`` steps."""
-    n = boxes.shape[0]
+    keep = greedy_nms_sorted_groups(boxes[None], None, threshold, max_steps, check_every)
+    return None if keep is None else keep[0]
+
+
+def greedy_nms_sorted_groups(boxes: torch.Tensor, counts, threshold: float,
+                             max_steps: int = 64, check_every: int = 4):
+    """:func:`greedy_nms_sorted` of ``G`` independent groups at once: ``boxes``
+    ``[G, k, 4]``, group ``g``'s ``counts[g]`` boxes first (int32 ``[G]`` on the boxes'
+    device; ``None``: all ``k``), each group in descending score order. Keep mask
+    ``[G, k]`` (False past a group's count) or ``None``. One launch per step for all
+    groups: per-class NMS without a loop over the classes."""
+    num_groups, k = boxes.shape[:2]
     boxes = boxes.contiguous()
-    n_words = triton.cdiv(n, 64)
-    mask = torch.empty((n, n_words), dtype=torch.int64, device=boxes.device)
-    _mask_kernel[(triton.cdiv(n, BLOCK_I), n_words)](boxes, mask, n, n_words,
-                                                      float(threshold), BLOCK_I=BLOCK_I)
-    cur = torch.full((n_words, ), -1, dtype=torch.int64, device=boxes.device)
+    n_words = triton.cdiv(k, 64)
+    has_counts = counts is not None
+    counts = counts.to(torch.int32).contiguous() if has_counts else boxes   # unused
+    mask = torch.empty((num_groups, k, n_words), dtype=torch.int64, device=boxes.device)
+    _mask_kernel[(triton.cdiv(k, BLOCK_I), n_words, num_groups)](
+        boxes, counts, mask, k, n_words, float(threshold), HAS_COUNTS=has_counts,
+        BLOCK_I=BLOCK_I)
+    cur = torch.full((num_groups, n_words), -1, dtype=torch.int64, device=boxes.device)
     nxt = torch.empty_like(cur)
     for step in range(1, max_steps + 1):
-        _step_kernel[(n_words, )](mask, cur, nxt, n, n_words, BLOCK_W=BLOCK_W)
+        _step_kernel[(n_words, num_groups)](mask, counts, cur, nxt, k, n_words,
+                                            HAS_COUNTS=has_counts, BLOCK_W=BLOCK_W)
         if step % check_every == 0 and torch.equal(cur, nxt):
             cur = nxt
             break
@@ -99,4 +127,28 @@ def greedy_nms_sorted(boxes: torch.Tensor, threshold: float, max_steps: int = 64
     else:
         return None
     shifts = torch.arange(64, device=boxes.device)
-    return ((cur[:, None] >> shifts) & 1).bool().view(-1)[:n]
+    return ((cur[..., None] >> shifts) & 1).bool().view(num_groups, -1)[:, :k]
+
+
+def nms_per_class(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
+                  threshold: float):
+    """Greedy NMS of each class on its own (float32 ``boxes`` ``[n, 4]``, ``labels``
+    ``[n]``): the kept indices by descending score (equal scores by index), or ``None``
+    if the iteration did not settle. Boxes are packed class by class, each class in
+    descending score order, into ``[classes, largest class, 4]``, and all classes run in
+    the same launches (one host sync to size the packing). Boxes of different classes
+    never suppress each other, so this is mmcv's ``batched_nms`` with or without its
+    ``split_thr`` loop over the classes."""
+    order = scores.argsort(descending=True, stable=True)
+    order = order[labels[order].argsort(stable=True)]     # class-major, by score within
+    label = labels[order]
+    counts = torch.bincount(label)
+    k = int(counts.max())
+    pos = torch.arange(len(order), device=boxes.device) - (counts.cumsum(0) - counts)[label]
+    packed = boxes.new_zeros(len(counts), k, 4)
+    packed[label, pos] = boxes[order]
+    keep = greedy_nms_sorted_groups(packed, counts, threshold)
+    if keep is None:
+        return None
+    kept = order[keep[label, pos]]
+    return kept[scores[kept].argsort(descending=True, stable=True)]

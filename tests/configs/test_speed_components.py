@@ -22,6 +22,7 @@ SPEED_TYPES = {  # ours -> the stock component it replaces
     'LazyMaskPadDetDataPreprocessor': 'DetDataPreprocessor',
     'BatchedRPNHead': 'RPNHead',
     'LevelSortedRoIExtractor': 'SingleRoIExtractor',
+    'ClassBatchedNMSBBoxHead': 'Shared2FCBBoxHead',
 }
 STOCK_CONFIGS = sorted(glob.glob('configs/stock/*.py'))
 

@@ -252,7 +252,36 @@ def nms_checks():
     ref = torch.zeros(40, dtype=torch.bool)
     ref[torchvision.ops.nms(chain, torch.arange(40, 0, -1).float(), 0.5)] = True
     assert torch.equal(keep, ref)
-    return len(cases) + 1
+    return len(cases) + 1 + nms_per_class_checks()
+
+
+def nms_per_class_checks():
+    """ClassBatchedNMSBBoxHead's multiclass NMS (all classes in the same launches)
+    against mmdet's, whose mmcv batched_nms loops over the classes from split_thr
+    candidates on: the same boxes, scores and labels in the same order (distinct scores;
+    mmcv's sort leaves equal ones in any order)."""
+    from mmdet.models.layers import multiclass_nms as mmdet_nms
+
+    from mmmambaout.models.heads.class_batched_nms_bbox_head import multiclass_nms
+    g = torch.Generator().manual_seed(1)
+    n, classes = 300, 7
+    for per_class_boxes, thr, nms_cfg, max_num, extent, size in (
+            (True, 0.0, dict(type='nms', iou_threshold=0.5), 100, 200, 80),
+            # small boxes: widths + 1 change their IoUs
+            (True, 0.1, dict(type='nms', iou_threshold=0.5, offset=1, max_num=600), -1, 20, 4),
+            (False, 0.0, dict(type='nms', iou_threshold=0.3), -1, 200, 80)):
+        centers = torch.rand(n, classes if per_class_boxes else 1, 2, generator=g) * extent
+        wh = torch.rand(n, centers.shape[1], 2, generator=g) * size + 1
+        bboxes = torch.cat((centers - wh / 2, centers + wh / 2), -1).view(n, -1)
+        scores = torch.randperm(n * (classes + 1), generator=g).float().view(n, -1)
+        scores = (scores / scores.sum(1, keepdim=True))
+        scores[:, 3] = 0                                    # a class without candidates
+        nms_cfg = dict(nms_cfg, split_thr=200)              # mmcv: the loop over classes
+        ref_dets, ref_labels = mmdet_nms(bboxes, scores, thr, nms_cfg, max_num)
+        dets, labels = multiclass_nms(bboxes, scores, thr, nms_cfg, max_num)
+        assert torch.equal(dets, ref_dets) and torch.equal(labels, ref_labels), nms_cfg
+        assert len(dets) > 20 and 3 not in labels
+    return 3
 
 
 @pytest.mark.parametrize('which', ['scan', 'scan_operator', 'mixer', 'nms'])

@@ -12,6 +12,7 @@ stock_model = dict(
     roi_head=dict(
         bbox_roi_extractor=dict(type='SingleRoIExtractor'),
         mask_roi_extractor=dict(type='SingleRoIExtractor'),
+        bbox_head=dict(type='Shared2FCBBoxHead'),
         mask_head=dict(type='FCNMaskHead')),
     train_cfg=dict(
         rpn=dict(assigner=dict(type='MaxIoUAssigner'), sampler=dict(type='RandomSampler')),

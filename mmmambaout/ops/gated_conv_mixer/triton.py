@@ -23,7 +23,9 @@ def _load_gate_inputs(y_ptr, conv_ptr, rows, cols, mask, hidden, n_id, n_conv):
     return g, v, r, c, is_id
 
 
-@triton.jit
+# M (pixels) changes with every input size: not specialised on it (its divisibility by 16
+# would compile a second variant per kernel for some image sizes, at test time per new size)
+@triton.jit(do_not_specialize=['M'])
 def _fwd_kernel(y_ptr, conv_ptr, out_ptr, M, hidden, n_id, n_conv,
                 BLOCK_M: tl.constexpr, BLOCK_H: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -34,7 +36,7 @@ def _fwd_kernel(y_ptr, conv_ptr, out_ptr, M, hidden, n_id, n_conv,
     tl.store(out_ptr + r * hidden + c, (act * v).to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=['M'])
 def _bwd_kernel(dout_ptr, y_ptr, conv_ptr, dy_ptr, dconv_ptr, M, hidden, n_id, n_conv,
                 BLOCK_M: tl.constexpr, BLOCK_H: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
