@@ -64,6 +64,8 @@ from mmengine.model.weight_init import trunc_normal_
 from mmmambaout.checkpoint import load_vim_state_dict
 from mmmambaout.models.backbones.base import ArchBackbone
 from mmmambaout.models.layers import DropPath
+from mmmambaout.models.layers.compiled_blocks import (COMPILE_MODES, GRAPH_FREE_MODES,
+                                                      compiled_blocks_runner)
 from mmmambaout.ops.selective_scan import selective_scan
 from mmmambaout.registry import register_model
 
@@ -342,6 +344,13 @@ class Vim(ArchBackbone):
             layer ``i`` (as upstream).
         with_cp (bool): checkpoint each layer (torch.utils.checkpoint) whenever
             gradients are on.
+        compile_layers (bool | str): in training steps (with grad) run each layer through
+            ``torch.compile`` (``True`` or a ``torch.compile`` mode; ``'reduce-overhead'``
+            also replays it as a CUDA graph per input size). The layers share one
+            compiled function and, all alike, one graph; the selective scan in it is one
+            node (the Triton scan's custom operator). Without grad the layers run eagerly,
+            as MambaOut's compiled stages do. Exclusive with ``with_cp``. Off by default
+            (not yet measured on a GPU; docs/training_speed.md).
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=..., prefix=...)``
             with an official Vim checkpoint (path, URL or zoo name such as
             ``'vim_tiny_midclstok_in1k'``), or one of ours.
@@ -380,8 +389,18 @@ class Vim(ArchBackbone):
                  frozen_stages: int = -1,
                  drop_path_rate: float = 0.,
                  with_cp: bool = False,
+                 compile_layers: Union[bool, str] = False,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
+        if compile_layers not in (True, False) + COMPILE_MODES:
+            raise ValueError(f'compile_layers must be a bool or one of {COMPILE_MODES} '
+                             f'(torch.compile modes), got {compile_layers!r}')
+        if compile_layers and with_cp:
+            raise ValueError('compile_layers and with_cp are exclusive: with_cp checkpoints '
+                             'each layer in eager mode; use one of them')
+        # a str, not the compiled function: pickle, deepcopy
+        self.compile_mode = (compile_layers if isinstance(compile_layers, str) else
+                             'default' if compile_layers else None)
         self.arch = self._parse_arch(arch)
         dim, depth = self.arch['embed_dims'], self.arch['depth']
         self.embed_dims, self.num_layers = dim, depth
@@ -478,6 +497,13 @@ class Vim(ArchBackbone):
     def _layer(self, layer, residual):
         if self.with_cp and torch.is_grad_enabled():
             return cp.checkpoint(layer, residual, use_reentrant=False)
+        if (self.compile_mode is not None and torch.is_grad_enabled()
+                and not torch.compiler.is_compiling()):
+            mode = self.compile_mode
+            if not residual.requires_grad and not layer.norm.weight.requires_grad:
+                mode = GRAPH_FREE_MODES.get(mode, mode)   # frozen: no backward to replay
+            torch._dynamo.maybe_mark_dynamic(residual, 1)  # one graph for every length
+            return compiled_blocks_runner('vim_layer', mode)([layer], residual)
         return layer(residual)
 
     def forward(self, x):
