@@ -6,6 +6,22 @@ import torch
 from mmengine.logging import MMLogger
 
 
+@pytest.fixture
+def fresh_dynamo():
+    """No compiled function or graph leaks between tests (nor into other test files)."""
+    from torch._dynamo.utils import counters
+
+    from mmmambaout.models.layers.compiled_blocks import compiled_blocks_runner
+
+    def reset():
+        compiled_blocks_runner.cache_clear()
+        torch._dynamo.reset()
+        counters.clear()
+    reset()
+    yield
+    reset()
+
+
 @pytest.fixture(scope='module')
 def timm_femto():
     """timm's mambaout_femto with every parameter perturbed (LN weights too)."""

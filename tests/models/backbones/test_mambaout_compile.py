@@ -21,18 +21,7 @@ from mmmambaout.models.layers.compiled_blocks import _run_blocks, compiled_block
 
 ARCH = dict(depths=[2, 1], dims=[8, 16])
 OUT = (0, 1)
-
-
-@pytest.fixture(autouse=True)
-def fresh_dynamo():
-    """No compiled function or graph leaks between tests (nor into other test files)."""
-    def reset():
-        compiled_blocks_runner.cache_clear()
-        torch._dynamo.reset()
-        counters.clear()
-    reset()
-    yield
-    reset()
+pytestmark = pytest.mark.usefixtures('fresh_dynamo')  # tests/models/conftest.py
 
 
 @pytest.fixture

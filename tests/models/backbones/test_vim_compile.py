@@ -12,21 +12,10 @@ import torch
 from torch._dynamo.utils import counters
 
 from mmmambaout.models.backbones.vim import Vim
-from mmmambaout.models.layers.compiled_blocks import compiled_blocks_runner
 
 ARCH = dict(embed_dims=16, depth=4)
 OUT = (0, 1, 2, 3)
-
-
-@pytest.fixture(autouse=True)
-def fresh_dynamo():
-    def reset():
-        compiled_blocks_runner.cache_clear()
-        torch._dynamo.reset()
-        counters.clear()
-    reset()
-    yield
-    reset()
+pytestmark = pytest.mark.usefixtures('fresh_dynamo')  # tests/models/conftest.py
 
 
 def pair(device, mode):
