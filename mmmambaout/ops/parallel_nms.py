@@ -82,8 +82,8 @@ def _step_kernel(mask_ptr, counts_ptr, keep_in_ptr, keep_out_ptr, k, n_words,
         mw = ws <= pid
         m = tl.load(mask_ptr + rows.to(tl.int64)[:, None] * n_words + ws[None, :],
                     mask=mr[:, None] & mw[None, :], other=0)
-        k = tl.load(keep_in_ptr + ws, mask=mw, other=0)
-        hit = tl.maximum(hit, tl.max(((m & k[None, :]) != 0).to(tl.int32), axis=1))
+        kept = tl.load(keep_in_ptr + ws, mask=mw, other=0)
+        hit = tl.maximum(hit, tl.max(((m & kept[None, :]) != 0).to(tl.int32), axis=1))
     keep = (hit == 0) & mr
     bits = tl.where(keep, tl.full((64, ), 1, tl.int64) << lane.to(tl.int64), 0)
     tl.store(keep_out_ptr + pid, tl.sum(bits, axis=0))

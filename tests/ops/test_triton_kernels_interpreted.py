@@ -281,7 +281,21 @@ def nms_per_class_checks():
         dets, labels = multiclass_nms(bboxes, scores, thr, nms_cfg, max_num)
         assert torch.equal(dets, ref_dets) and torch.equal(labels, ref_labels), nms_cfg
         assert len(dets) > 20 and 3 not in labels
-    return 3
+    # the head's predictions through that path (CPU tensors: the interpreter runs them)
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'models', 'heads'))
+    from test_class_batched_nms_bbox_head import (assert_same, heads, predictions,
+                                                  random_rois)
+
+    import mmmambaout.models.heads.class_batched_nms_bbox_head as head_module
+    head_module._triton_device = lambda t: True
+    ours, stock = heads('cpu', 6)
+    rois, feats = random_rois(300, 'cpu')
+    nms = dict(type='nms', iou_threshold=0.5, split_thr=100)
+    with torch.no_grad():
+        got = predictions(ours, rois, feats, 0.0, nms)
+        assert len(got[0]) == 100
+        assert_same(got, predictions(stock, rois, feats, 0.0, nms))
+    return 4
 
 
 @pytest.mark.parametrize('which', ['scan', 'scan_operator', 'mixer', 'nms'])

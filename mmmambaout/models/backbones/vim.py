@@ -349,8 +349,8 @@ class Vim(ArchBackbone):
             also replays it as a CUDA graph per input size). The layers share one
             compiled function and, all alike, one graph; the selective scan in it is one
             node (the Triton scan's custom operator). Without grad the layers run eagerly,
-            as MambaOut's compiled stages do. Exclusive with ``with_cp``. Off by default
-            (not yet measured on a GPU; docs/training_speed.md).
+            as MambaOut's compiled stages do. Exclusive with ``with_cp``. Off by default:
+            in Mask R-CNN it gave no clear gain (docs/training_speed.md).
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=..., prefix=...)``
             with an official Vim checkpoint (path, URL or zoo name such as
             ``'vim_tiny_midclstok_in1k'``), or one of ours.

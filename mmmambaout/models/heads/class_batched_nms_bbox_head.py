@@ -13,10 +13,13 @@ same scores and labels, by descending score (equal scores by index, where mmcv's
 sort leaves them in any order). With fewer candidates, off CUDA, for another NMS type
 (soft NMS) or class-agnostic NMS it is mmdet's code. Training is unchanged.
 """
+import warnings
+
 import torch
 from mmcv.ops import batched_nms
 from mmdet.models.roi_heads.bbox_heads import Shared2FCBBoxHead
 from mmdet.registry import MODELS
+from mmengine.structures import InstanceData
 
 
 @MODELS.register_module()
@@ -29,19 +32,19 @@ class ClassBatchedNMSBBoxHead(Shared2FCBBoxHead):
             return super()._predict_by_feat_single(roi, cls_score, bbox_pred, img_meta,
                                                    rescale, rcnn_test_cfg)
         # mmdet's boxes and scores of every class, before NMS ("aug test" results)
-        results = super()._predict_by_feat_single(roi, cls_score, bbox_pred, img_meta,
-                                                  rescale, None)
-        dets, labels = multiclass_nms(results.bboxes, results.scores,
-                                      rcnn_test_cfg.score_thr, rcnn_test_cfg.nms,
-                                      rcnn_test_cfg.max_per_img)
-        results.bboxes = dets[:, :-1]
-        results.scores = dets[:, -1]
-        results.labels = labels
-        return results
+        raw = super()._predict_by_feat_single(roi, cls_score, bbox_pred, img_meta, rescale,
+                                              None)
+        dets, labels = multiclass_nms(raw.bboxes, raw.scores, rcnn_test_cfg.score_thr,
+                                      rcnn_test_cfg.nms, rcnn_test_cfg.max_per_img)
+        return InstanceData(bboxes=dets[:, :-1], scores=dets[:, -1], labels=labels)
+
+
+def _triton_device(t) -> bool:
+    return t.is_cuda
 
 
 def _batched_nms_applies(roi, rcnn_test_cfg) -> bool:
-    if rcnn_test_cfg is None or roi.shape[0] == 0 or not roi.is_cuda:
+    if rcnn_test_cfg is None or roi.shape[0] == 0 or not _triton_device(roi):
         return False
     nms_cfg = rcnn_test_cfg.nms
     return (nms_cfg.get('type', 'nms') == 'nms' and not nms_cfg.get('class_agnostic', False)
@@ -80,19 +83,28 @@ def multiclass_nms(multi_bboxes, multi_scores, score_thr, nms_cfg, max_num=-1):
     return dets, labels[keep]
 
 
+#: why the batched NMS is off in this process (its Triton kernels failed), or None
+BATCHED_NMS_DISABLED = None
+
+
 def _nms_per_class(bboxes, scores, labels, nms_cfg):
     """:func:`nms_per_class` on the boxes mmmambaout's mmcv ``nms`` would see in
     ``batched_nms`` (shifted by class, so the same rounding; float32; x2, y2 + offset;
-    the threshold rounded to float32), or None where it cannot run (float64, no Triton)."""
-    try:
-        from mmmambaout.ops.parallel_nms import nms_per_class
-    except ImportError:
-        return None
-    if bboxes.dtype == torch.float64:
+    the threshold rounded to float32), or None where it cannot run (float64, no Triton,
+    a kernel that failed: then mmcv's loop for the rest of the process, with a warning)."""
+    global BATCHED_NMS_DISABLED
+    if BATCHED_NMS_DISABLED is not None or bboxes.dtype == torch.float64:
         return None
     shifted = (bboxes + (labels.to(bboxes) * (bboxes.max() + 1))[:, None]).float()
     offset = nms_cfg.get('offset', 0)
     if offset:
         shifted = shifted + shifted.new_tensor([0, 0, offset, offset])
     threshold = torch.tensor(nms_cfg['iou_threshold'], dtype=torch.float32).item()
-    return nms_per_class(shifted, scores, labels, threshold)
+    try:
+        from mmmambaout.ops.parallel_nms import nms_per_class
+        return nms_per_class(shifted, scores, labels, threshold)
+    except Exception as e:
+        BATCHED_NMS_DISABLED = f'{type(e).__name__}: {e}'
+        warnings.warn('ClassBatchedNMSBBoxHead: the batched Triton NMS is not available '
+                      f'here ({BATCHED_NMS_DISABLED}); using mmcv\'s loop over the classes')
+        return None

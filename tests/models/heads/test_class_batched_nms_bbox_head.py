@@ -66,3 +66,22 @@ def test_cuda_predictions_are_mmdets(score_thr, nms):
     got = predictions(ours, rois, feats, score_thr, nms)
     assert len(got[0]) == 100
     assert_same(got, predictions(stock, rois, feats, score_thr, nms))
+
+
+@torch.no_grad()
+def test_failing_kernels_fall_back_to_mmcvs_loop_with_one_warning(monkeypatch):
+    import mmmambaout.models.heads.class_batched_nms_bbox_head as head_module
+    import mmmambaout.ops.parallel_nms as parallel_nms
+
+    def broken(*args):
+        raise RuntimeError('no kernel')
+    monkeypatch.setattr(head_module, '_triton_device', lambda t: True)
+    monkeypatch.setattr(head_module, 'BATCHED_NMS_DISABLED', None)
+    monkeypatch.setattr(parallel_nms, 'nms_per_class', broken)
+    ours, stock = heads('cpu', 6)
+    rois, feats = random_rois(300, 'cpu')
+    nms = dict(type='nms', iou_threshold=0.5, split_thr=100)
+    with pytest.warns(UserWarning, match='no kernel'):
+        got = predictions(ours, rois, feats, 0.0, nms)
+    assert head_module.BATCHED_NMS_DISABLED == 'RuntimeError: no kernel'
+    assert_same(got, predictions(stock, rois, feats, 0.0, nms))
