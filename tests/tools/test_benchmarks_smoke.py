@@ -77,6 +77,21 @@ def test_benchmark_inference_cpu_side_by_side(run_script):
                      proc.stdout, re.M)
 
 
+def test_profile_inference_cpu_phases(run_script):
+    proc = run_script('tools/analysis/profile_inference.py', 'configs/demo/mask_rcnn_mambaout_demo.py',
+                      '--device', 'cpu', '--images', 2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r'mask_rcnn_mambaout_demo.py: [\d.]+ ms per image \(plain step\), '
+                     r'score_thr 0.0, 100 detections', proc.stdout)
+    phases = re.findall(r'^\| ([\w +]+) \| [\d.]+ \| (\d+) \| - \|$', proc.stdout, re.M)
+    assert [p for p, _ in phases] == ['preprocess', 'backbone + neck', 'RPN predict',
+                                      'RoI box predict', 'RoI mask predict']
+    assert all(int(n) > 0 for _, n in phases)
+    proc = run_script('tools/analysis/profile_inference.py', 'configs/demo/upernet_mambaout_demo.py',
+                      '--device', 'cpu', '--images', 1)
+    assert proc.returncode == 1 and 'not a two-stage mmdet detector' in proc.stderr
+
+
 def test_image_sizes_spread(load_script):
     module = load_script('tools/analysis/benchmark_inference.py')
     sizes = module.image_sizes(200)
