@@ -286,3 +286,19 @@ def test_cuda_auto_backend_is_fast_path():
     assert resolve_backend('auto', 'cuda') in ('mamba_ssm', 'triton')
     if os.environ.get(ENV_VAR):
         pytest.skip(f'{ENV_VAR} is set')
+
+
+def test_cuda_backend_choice_traces_without_a_graph_break():
+    """What selective_scan does before the scan itself, for CUDA tensors, inside a compiled
+    graph (fullgraph: a graph break raises). Tracing the import checks once split every
+    compiled Vim layer into three graphs. CPU: only the choice is traced, no scan runs."""
+    pytest.importorskip('triton')
+    import mmmambaout.ops.selective_scan as scan
+
+    def choice(x):
+        name = scan._resolved_backend('auto', 'cuda')
+        fn, _ = scan._triton_fn() if name == 'triton' else (None, None)
+        return x + (fn is not None)
+    assert scan.resolve_backend('auto', 'cuda') in ('triton', 'mamba_ssm')
+    out = torch.compile(choice, backend='eager', fullgraph=True)(torch.zeros(2))
+    assert out.tolist() == [float(scan.resolve_backend('auto', 'cuda') == 'triton')] * 2

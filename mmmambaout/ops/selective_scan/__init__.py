@@ -45,13 +45,18 @@ BACKENDS = ('mamba_ssm', 'triton', 'reference')
 ENV_VAR = 'MMMAMBAOUT_SCAN_BACKEND'
 
 _import_errors = {}
+_imported = {}
 
 
 def _try_import(name: str):
+    # both outcomes kept: a compiled graph can read them where importlib would break it
+    if name in _imported:
+        return _imported[name], None
     if name in _import_errors:
         return None, _import_errors[name]
     try:
-        return importlib.import_module(name), None
+        _imported[name] = importlib.import_module(name)
+        return _imported[name], None
     except Exception as exc:  # ImportError, or a broken extension build
         _import_errors[name] = f'{type(exc).__name__}: {exc}'
         return None, _import_errors[name]
@@ -113,6 +118,14 @@ def resolve_backend(backend: str = 'auto', device='cpu') -> str:
     return backend
 
 
+@torch.compiler.assume_constant_result
+def _resolved_backend(backend: str, device_type: str) -> str:
+    """:func:`resolve_backend` as a compiled graph sees it: dynamo calls it while tracing
+    and keeps the name as a constant (tracing into the import checks would break the
+    graph around every scan), so ``MMMAMBAOUT_SCAN_BACKEND`` is read once per compile."""
+    return resolve_backend(backend, device_type)
+
+
 def _check_shapes(u, delta, A, B, C, D, z, delta_bias):
     if u.dim() != 3:
         raise ValueError(f'u must be (batch, dim, L), got shape {tuple(u.shape)}')
@@ -151,7 +164,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     ``return_last_state``.
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
-    name = resolve_backend(backend, u.device)
+    name = _resolved_backend(backend, u.device.type)
     if name == 'mamba_ssm':
         fn, _ = _mamba_ssm_fn()
         return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)

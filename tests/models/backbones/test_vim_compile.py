@@ -75,3 +75,4 @@ def test_cuda_graphs_same_as_eager():
     """Triton scan operator inside the compiled layers, CUDA graphs over two lengths, each
     seen three times (warm-up, recording, replay); rtol 1e-4 (TF32-free fp32)."""
     check_same('cuda', 'reduce-overhead', [(96, 128), (80, 112)] * 3, 1e-4)
+    assert not counters['graph_break'], dict(counters['graph_break'])
