@@ -131,24 +131,30 @@ def greedy_nms_sorted_groups(boxes: torch.Tensor, counts, threshold: float,
 
 
 def nms_per_class(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
-                  threshold: float):
+                  threshold: float, max_mask_bytes: int = 2**28):
     """Greedy NMS of each class on its own (float32 ``boxes`` ``[n, 4]``, ``labels``
-    ``[n]``): the kept indices by descending score (equal scores by index), or ``None``
-    if the iteration did not settle. Boxes are packed class by class, each class in
-    descending score order, into ``[classes, largest class, 4]``, and all classes run in
-    the same launches (one host sync to size the packing). Boxes of different classes
-    never suppress each other, so this is mmcv's ``batched_nms`` with or without its
-    ``split_thr`` loop over the classes."""
+    ``[n]``): the kept indices by descending score, equal scores by index (as mmcv's
+    ``batched_nms`` lists them before its sort), or ``None`` if the iteration did not
+    settle or the bit mask would exceed ``max_mask_bytes``. Boxes are packed class by
+    class, each class in descending score order, into ``[classes, largest class, 4]``,
+    and all classes run in the same launches (one host sync to size the packing). Boxes of
+    different classes never suppress each other, so this is mmcv's ``batched_nms`` with or
+    without its ``split_thr`` loop over the classes."""
+    if not len(boxes):
+        return labels.new_zeros(0)
+    classes, label = torch.unique(labels, return_inverse=True)   # present classes only
     order = scores.argsort(descending=True, stable=True)
-    order = order[labels[order].argsort(stable=True)]     # class-major, by score within
-    label = labels[order]
-    counts = torch.bincount(label)
+    order = order[label[order].argsort(stable=True)]      # class-major, by score within
+    label = label[order]
+    counts = torch.bincount(label, minlength=len(classes))
     k = int(counts.max())
+    if len(classes) * k * triton.cdiv(k, 64) * 8 > max_mask_bytes:
+        return None
     pos = torch.arange(len(order), device=boxes.device) - (counts.cumsum(0) - counts)[label]
-    packed = boxes.new_zeros(len(counts), k, 4)
+    packed = boxes.new_zeros(len(classes), k, 4)
     packed[label, pos] = boxes[order]
     keep = greedy_nms_sorted_groups(packed, counts, threshold)
     if keep is None:
         return None
-    kept = order[keep[label, pos]]
+    kept = order[keep[label, pos]].sort().values          # by index, then stably by score
     return kept[scores[kept].argsort(descending=True, stable=True)]

@@ -288,10 +288,12 @@ def test_cuda_auto_backend_is_fast_path():
         pytest.skip(f'{ENV_VAR} is set')
 
 
-def test_cuda_backend_choice_traces_without_a_graph_break():
-    """What selective_scan does before the scan itself, for CUDA tensors, inside a compiled
-    graph (fullgraph: a graph break raises). Tracing the import checks once split every
-    compiled Vim layer into three graphs. CPU: only the choice is traced, no scan runs."""
+def test_backend_choice_for_cuda_tensors_traces_without_a_graph_break():
+    """The two helpers selective_scan calls to choose and fetch the backend for CUDA
+    tensors, traced as a compiled graph would (fullgraph: a graph break raises); tracing
+    their import checks once split every compiled Vim layer into three graphs. Only the
+    choice runs here (CPU), not selective_scan itself: tests/models/backbones/
+    test_vim_compile.py checks a whole compiled layer on CUDA for graph breaks."""
     pytest.importorskip('triton')
     import mmmambaout.ops.selective_scan as scan
 

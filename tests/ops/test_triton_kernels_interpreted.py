@@ -259,34 +259,66 @@ def nms_per_class_checks():
     """ClassBatchedNMSBBoxHead's multiclass NMS (all classes in the same launches)
     against mmdet's, whose mmcv batched_nms loops over the classes from split_thr
     candidates on: the same boxes, scores and labels in the same order (distinct scores;
-    mmcv's sort leaves equal ones in any order)."""
+    mmcv's sort leaves equal ones in any order, so with ties the same detections and the
+    same sequence of scores). Every case checks that the batched kernels gave the result
+    (the head falls back to mmcv's loop when they fail or do not settle)."""
+    import mmmambaout.models.heads.class_batched_nms_bbox_head as head_module
+    import mmmambaout.ops.parallel_nms as parallel_nms
     from mmdet.models.layers import multiclass_nms as mmdet_nms
+    ran = []
 
-    from mmmambaout.models.heads.class_batched_nms_bbox_head import multiclass_nms
+    def spy(*args):
+        keep = batched(*args)
+        ran.append(keep is not None)
+        return keep
+    batched, parallel_nms.nms_per_class = parallel_nms.nms_per_class, spy
+
+    def check(ours, ref, ties=False):
+        assert ran and all(ran) and head_module.BATCHED_NMS_DISABLED is None, ran
+        ran.clear()
+        if not ties:
+            assert all(torch.equal(a, b) for a, b in zip(ours, ref))
+            return
+        assert torch.equal(ours[0][:, -1], ref[0][:, -1])             # score sequence
+        as_set = [sorted(map(tuple, torch.cat([d, lab[:, None]], 1).tolist()))
+                  for d, lab in (ours, ref)]
+        assert as_set[0] == as_set[1]
+
     g = torch.Generator().manual_seed(1)
     n, classes = 300, 7
-    for per_class_boxes, thr, nms_cfg, max_num, extent, size in (
-            (True, 0.0, dict(type='nms', iou_threshold=0.5), 100, 200, 80),
+    for per_class_boxes, thr, nms_cfg, max_num, extent, size, ties in (
+            (True, 0.0, dict(type='nms', iou_threshold=0.5), 100, 200, 80, False),
             # small boxes: widths + 1 change their IoUs
-            (True, 0.1, dict(type='nms', iou_threshold=0.5, offset=1, max_num=600), -1, 20, 4),
-            (False, 0.0, dict(type='nms', iou_threshold=0.3), -1, 200, 80)):
+            (True, 0.1, dict(type='nms', iou_threshold=0.5, offset=1, max_num=600), -1, 20, 4,
+             False),
+            (False, 0.0, dict(type='nms', iou_threshold=0.3), -1, 200, 80, False),
+            (True, 0.0, dict(type='nms', iou_threshold=0.5), -1, 100, 40, True)):
         centers = torch.rand(n, classes if per_class_boxes else 1, 2, generator=g) * extent
         wh = torch.rand(n, centers.shape[1], 2, generator=g) * size + 1
         bboxes = torch.cat((centers - wh / 2, centers + wh / 2), -1).view(n, -1)
         scores = torch.randperm(n * (classes + 1), generator=g).float().view(n, -1)
         scores = (scores / scores.sum(1, keepdim=True))
+        if ties:                                            # 16 score levels
+            scores = (scores * 64).round() / 64 + 1 / 128
         scores[:, 3] = 0                                    # a class without candidates
         nms_cfg = dict(nms_cfg, split_thr=200)              # mmcv: the loop over classes
-        ref_dets, ref_labels = mmdet_nms(bboxes, scores, thr, nms_cfg, max_num)
-        dets, labels = multiclass_nms(bboxes, scores, thr, nms_cfg, max_num)
-        assert torch.equal(dets, ref_dets) and torch.equal(labels, ref_labels), nms_cfg
-        assert len(dets) > 20 and 3 not in labels
+        ref = mmdet_nms(bboxes, scores, thr, nms_cfg, max_num)
+        ours = head_module.multiclass_nms(bboxes, scores, thr, nms_cfg, max_num)
+        check(ours, ref, ties)
+        assert len(ours[0]) > 20 and 3 not in ours[1], nms_cfg
+    # disjoint boxes, all kept: equal scores come by index
+    x = torch.arange(50.) * 10
+    disjoint = torch.stack((x, 0 * x, x + 5, 0 * x + 5), 1)
+    tied = torch.randint(0, 4, (50, ), generator=g).float()
+    keep = batched(disjoint, tied, torch.randint(0, 5, (50, ), generator=g), 0.5)
+    assert keep.tolist() == sorted(range(50), key=lambda i: (-tied[i].item(), i))
+    # no candidate at all, split_thr 0: mmdet's empty result
+    empty = head_module.multiclass_nms(bboxes, scores, 2.0, dict(nms_cfg, split_thr=0), -1)
+    assert empty[0].shape == (0, 5) and empty[1].shape == (0, )
     # the head's predictions through that path (CPU tensors: the interpreter runs them)
     sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'models', 'heads'))
-    from test_class_batched_nms_bbox_head import (assert_same, heads, predictions,
-                                                  random_rois)
+    from test_class_batched_nms_bbox_head import heads, predictions, random_rois
 
-    import mmmambaout.models.heads.class_batched_nms_bbox_head as head_module
     head_module._triton_device = lambda t: True
     ours, stock = heads('cpu', 6)
     rois, feats = random_rois(300, 'cpu')
@@ -294,8 +326,8 @@ def nms_per_class_checks():
     with torch.no_grad():
         got = predictions(ours, rois, feats, 0.0, nms)
         assert len(got[0]) == 100
-        assert_same(got, predictions(stock, rois, feats, 0.0, nms))
-    return 4
+        check(got, predictions(stock, rois, feats, 0.0, nms))
+    return 6
 
 
 @pytest.mark.parametrize('which', ['scan', 'scan_operator', 'mixer', 'nms'])

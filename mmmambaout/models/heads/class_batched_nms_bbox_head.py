@@ -13,6 +13,7 @@ same scores and labels, by descending score (equal scores by index, where mmcv's
 sort leaves them in any order). With fewer candidates, off CUDA, for another NMS type
 (soft NMS) or class-agnostic NMS it is mmdet's code. Training is unchanged.
 """
+import sys
 import warnings
 
 import torch
@@ -28,7 +29,7 @@ class ClassBatchedNMSBBoxHead(Shared2FCBBoxHead):
 
     def _predict_by_feat_single(self, roi, cls_score, bbox_pred, img_meta, rescale=False,
                                 rcnn_test_cfg=None):
-        if not _batched_nms_applies(roi, rcnn_test_cfg):
+        if not (self.predict_box_type == 'hbox' and _batched_nms_applies(roi, rcnn_test_cfg)):
             return super()._predict_by_feat_single(roi, cls_score, bbox_pred, img_meta,
                                                    rescale, rcnn_test_cfg)
         # mmdet's boxes and scores of every class, before NMS ("aug test" results)
@@ -47,8 +48,19 @@ def _batched_nms_applies(roi, rcnn_test_cfg) -> bool:
     if rcnn_test_cfg is None or roi.shape[0] == 0 or not _triton_device(roi):
         return False
     nms_cfg = rcnn_test_cfg.nms
-    return (nms_cfg.get('type', 'nms') == 'nms' and not nms_cfg.get('class_agnostic', False)
-            and set(nms_cfg) <= {'type', 'iou_threshold', 'offset', 'split_thr', 'max_num'})
+    return (nms_cfg is not None and nms_cfg.get('type', 'nms') == 'nms'
+            and not nms_cfg.get('class_agnostic', False)
+            and set(nms_cfg) <= {'type', 'iou_threshold', 'offset', 'split_thr', 'max_num',
+                                 'class_agnostic'}
+            and _mmcv_nms_is_ours())
+
+
+def _mmcv_nms_is_ours() -> bool:
+    """Whether mmcv's ``nms`` is mmmambaout's stand-in, whose float32 IoU test the batched
+    kernels reproduce (a full mmcv build compares ``inter > thr * union`` instead)."""
+    from mmmambaout.ops import mmcv_backend
+    ext = getattr(sys.modules['mmcv.ops.nms'], 'ext_module', None)
+    return getattr(ext, 'nms', None) is mmcv_backend.nms
 
 
 def multiclass_nms(multi_bboxes, multi_scores, score_thr, nms_cfg, max_num=-1):
@@ -66,9 +78,9 @@ def multiclass_nms(multi_bboxes, multi_scores, score_thr, nms_cfg, max_num=-1):
     labels = torch.arange(num_classes, device=scores.device).expand(n, -1).reshape(-1)
     inds = (scores > score_thr).nonzero().squeeze(1)
     bboxes, scores, labels = bboxes.reshape(-1, 4)[inds], scores[inds], labels[inds]
+    if not len(inds):
+        return torch.cat([bboxes, scores[:, None]], -1), labels
     if len(inds) < nms_cfg.get('split_thr', 10000):
-        if not len(inds):
-            return torch.cat([bboxes, scores[:, None]], -1), labels
         dets, keep = batched_nms(bboxes, scores, labels, nms_cfg)
     else:
         keep = _nms_per_class(bboxes, scores, labels, nms_cfg)

@@ -60,12 +60,26 @@ def test_cpu_predictions_are_mmdets():
     (0.0, dict(type='nms', iou_threshold=0.6, offset=1, max_num=50)),
     (0.0, dict(type='nms', iou_threshold=0.5, class_agnostic=True)),   # mmdet's path
 ])
-def test_cuda_predictions_are_mmdets(score_thr, nms):
+def test_cuda_predictions_are_mmdets(score_thr, nms, monkeypatch):
+    import mmmambaout.models.heads.class_batched_nms_bbox_head as head_module
+    import mmmambaout.ops.parallel_nms as parallel_nms
+    ran = []
+
+    def spy(*args):
+        ran.append(batched(*args))
+        return ran[-1]
+    batched = parallel_nms.nms_per_class
+    monkeypatch.setattr(parallel_nms, 'nms_per_class', spy)
     ours, stock = heads('cuda', 80)
     rois, feats = random_rois(1000, 'cuda')
     got = predictions(ours, rois, feats, score_thr, nms)
-    assert len(got[0]) == 100
+    assert len(got[0]) == min(100, nms.get('max_num', 100))
     assert_same(got, predictions(stock, rois, feats, score_thr, nms))
+    # the batched kernels gave it (the head falls back to mmcv's loop if they fail): at
+    # score_thr 0 all 80000 candidates go there, except with class-agnostic NMS (mmdet's)
+    assert head_module.BATCHED_NMS_DISABLED is None and all(k is not None for k in ran)
+    if score_thr == 0:
+        assert len(ran) == (0 if nms.get('class_agnostic') else 1)
 
 
 @torch.no_grad()
@@ -85,3 +99,25 @@ def test_failing_kernels_fall_back_to_mmcvs_loop_with_one_warning(monkeypatch):
         got = predictions(ours, rois, feats, 0.0, nms)
     assert head_module.BATCHED_NMS_DISABLED == 'RuntimeError: no kernel'
     assert_same(got, predictions(stock, rois, feats, 0.0, nms))
+
+
+@pytest.mark.parametrize('nms, applies', [
+    (dict(type='nms', iou_threshold=0.5), True),
+    (dict(type='nms', iou_threshold=0.5, class_agnostic=False, offset=1, max_num=9), True),
+    (dict(type='nms', iou_threshold=0.5, class_agnostic=True), False),
+    (dict(type='soft_nms', iou_threshold=0.5), False),
+    (dict(type='nms', iou_threshold=0.5, min_score=0.1), False),   # a key it does not know
+    (None, False),                                                  # mmcv: no NMS at all
+])
+def test_which_settings_take_the_batched_path(monkeypatch, nms, applies):
+    import sys
+
+    import mmmambaout.models.heads.class_batched_nms_bbox_head as head_module
+    monkeypatch.setattr(head_module, '_triton_device', lambda t: True)
+    cfg = ConfigDict(score_thr=0.0, nms=nms, max_per_img=100)
+    roi = torch.zeros(3, 5)
+    assert head_module._batched_nms_applies(roi, cfg) == applies
+    assert not head_module._batched_nms_applies(roi[:0], cfg)
+    # a full mmcv build's nms compares IoUs another way: mmdet's path
+    monkeypatch.setattr(sys.modules['mmcv.ops.nms'].ext_module, 'nms', lambda *a, **k: None)
+    assert not head_module._batched_nms_applies(roi, cfg)
