@@ -141,6 +141,19 @@ class Inference:
         return row
 
 
+def print_header(device_arg):
+    """Print the command, the device and the versions; the device's name."""
+    device = (torch.cuda.get_device_name() if device_arg.startswith('cuda')
+              else platform.processor() or platform.machine())
+    import mmdet
+    import mmengine
+    import mmseg
+    print('command: python ' + ' '.join(sys.argv))
+    print(f'device: {device}; torch {torch.__version__} (CUDA {torch.version.cuda}); '
+          f'mmengine {mmengine.__version__}, mmdet {mmdet.__version__}, mmseg {mmseg.__version__}')
+    return device
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('configs', nargs='+',
@@ -165,14 +178,7 @@ def main():
     if args.rounds < 1 or args.images < 1:
         raise SystemExit('--rounds and --images must be at least 1')
 
-    device = (torch.cuda.get_device_name() if args.device.startswith('cuda')
-              else platform.processor() or platform.machine())
-    import mmdet
-    import mmengine
-    import mmseg
-    print('command: python ' + ' '.join(sys.argv))
-    print(f'device: {device}; torch {torch.__version__} (CUDA {torch.version.cuda}); '
-          f'mmengine {mmengine.__version__}, mmdet {mmdet.__version__}, mmseg {mmseg.__version__}')
+    device = print_header(args.device)
     sizes = image_sizes(args.images, args.seed)
     print(f'{args.images} images, sizes {min(sizes)}..{max(sizes)} (h, w), batch 1, amp={args.amp}, '
           f'first pass + {args.rounds} timed passes (median per image)')

@@ -19,7 +19,6 @@ Example (docs/benchmarks.md)::
 import argparse
 import collections
 import os.path as osp
-import platform
 import sys
 import time
 import warnings
@@ -29,7 +28,7 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 import mmmambaout  # noqa: E402,F401
 import torch  # noqa: E402
-from benchmark_inference import image_sizes, prepared_inputs  # noqa: E402
+from benchmark_inference import image_sizes, prepared_inputs, print_header  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from mmmambaout.utils.train_step import build_model  # noqa: E402
@@ -132,13 +131,7 @@ def main():
     args = parser.parse_args()
     if args.images < 1:
         raise SystemExit('error: --images must be at least 1')
-    device = (torch.cuda.get_device_name() if args.device.startswith('cuda')
-              else platform.processor() or platform.machine())
-    import mmdet
-    import mmengine
-    print('command: python ' + ' '.join(sys.argv))
-    print(f'device: {device}; torch {torch.__version__} (CUDA {torch.version.cuda}); '
-          f'mmengine {mmengine.__version__}, mmdet {mmdet.__version__}')
+    print_header(args.device)
     sizes = image_sizes(args.images, args.seed)
     for name in args.configs:
         profile(name, args, sizes)
