@@ -56,8 +56,10 @@ def check_same(device, mode, sizes, rtol):
 def test_cpu_same_as_eager_one_graph_for_all_layers(monkeypatch):
     monkeypatch.setattr(torch, 'compile', functools.partial(torch.compile, backend='aot_eager'))
     _, compiled = check_same('cpu', True, [(48, 64), (32, 80)], 1e-5)
-    # four layers, two lengths: a graph per length (the reference scan's loop), not per layer
+    # four layers, two lengths: a graph per length (the reference scan's loop), not per
+    # layer, and no graph break
     assert counters['stats']['unique_graphs'] == 2, dict(counters['stats'])
+    assert not counters['graph_break'], dict(counters['graph_break'])
     with torch.no_grad():   # without grad: eager, no new graph
         compiled(torch.randn(1, 3, 64, 64))
     assert counters['stats']['unique_graphs'] == 2
