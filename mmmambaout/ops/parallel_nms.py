@@ -137,7 +137,7 @@ def nms_per_class(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tenso
     ``batched_nms`` lists them before its sort), or ``None`` if the iteration did not
     settle or the bit mask would exceed ``max_mask_bytes``. Boxes are packed class by
     class, each class in descending score order, into ``[classes, largest class, 4]``,
-    and all classes run in the same launches (one host sync to size the packing). Boxes of
+    and all classes run in the same launches (two host syncs size the packing). Boxes of
     different classes never suppress each other, so this is mmcv's ``batched_nms`` with or
     without its ``split_thr`` loop over the classes."""
     if not len(boxes):
