@@ -51,19 +51,25 @@ def nms(boxes, scores, iou_threshold, offset):
     # Sort here, stably, and hand torchvision strictly decreasing ranks: equal scores
     # then resolve to the lower index on every device (CUDA sorts are not stable).
     order = scores.argsort(descending=True, stable=True)
-    b = boxes[order].to(_compute_dtype(boxes))
-    if offset:
-        b = b + b.new_tensor([0, 0, offset, offset])
-    # mmcv compares the IoU with a float threshold, so an IoU that rounds to the
-    # threshold (33/110 vs 0.3) is kept; torchvision compares with a double and would
-    # suppress it, unless handed the threshold already rounded to the working precision
-    threshold = torch.tensor(iou_threshold, dtype=b.dtype).item()
+    b, threshold = nms_working_boxes(boxes[order], iou_threshold, offset)
     if b.is_cuda and b.dtype == torch.float32 and len(b) >= PARALLEL_NMS_MIN_BOXES:
         keep = _parallel_nms(b, threshold)
         if keep is not None:
             return order[keep.nonzero().squeeze(1)]
     ranks = torch.arange(len(b), 0, -1, dtype=b.dtype, device=b.device)
     return order[_torchvision_ops().nms(b, ranks, threshold)]
+
+
+def nms_working_boxes(boxes, iou_threshold, offset):
+    """``(boxes, threshold)`` as :func:`nms` compares them: in the working precision
+    (float32 from half precision), x2 and y2 + ``offset``, the threshold rounded to it."""
+    b = boxes.to(_compute_dtype(boxes))
+    if offset:
+        b = b + b.new_tensor([0, 0, offset, offset])
+    # mmcv compares the IoU with a float threshold, so an IoU that rounds to the
+    # threshold (33/110 vs 0.3) is kept; torchvision compares with a double and would
+    # suppress it, unless handed the threshold already rounded to the working precision
+    return b, torch.tensor(iou_threshold, dtype=b.dtype).item()
 
 
 #: from this many boxes on, CUDA float32 NMS runs without torchvision's serial walk

@@ -22,6 +22,8 @@ from mmdet.models.roi_heads.bbox_heads import Shared2FCBBoxHead
 from mmdet.registry import MODELS
 from mmengine.structures import InstanceData
 
+from mmmambaout.ops import mmcv_backend
+
 
 @MODELS.register_module()
 class ClassBatchedNMSBBoxHead(Shared2FCBBoxHead):
@@ -58,7 +60,6 @@ def _batched_nms_applies(roi, rcnn_test_cfg) -> bool:
 def _mmcv_nms_is_ours() -> bool:
     """Whether mmcv's ``nms`` is mmmambaout's stand-in, whose float32 IoU test the batched
     kernels reproduce (a full mmcv build compares ``inter > thr * union`` instead)."""
-    from mmmambaout.ops import mmcv_backend
     ext = getattr(sys.modules['mmcv.ops.nms'], 'ext_module', None)
     return getattr(ext, 'nms', None) is mmcv_backend.nms
 
@@ -101,17 +102,16 @@ BATCHED_NMS_DISABLED = None
 
 def _nms_per_class(bboxes, scores, labels, nms_cfg):
     """:func:`nms_per_class` on the boxes mmmambaout's mmcv ``nms`` would see in
-    ``batched_nms`` (shifted by class, so the same rounding; float32; x2, y2 + offset;
-    the threshold rounded to float32), or None where it cannot run (float64, no Triton,
-    a kernel that failed: then mmcv's loop for the rest of the process, with a warning)."""
+    ``batched_nms`` (shifted by class, so the same rounding; then its
+    :func:`~mmmambaout.ops.mmcv_backend.nms_working_boxes`), or None where it cannot run
+    (float64, no Triton, a kernel that failed: then mmcv's loop for the rest of the
+    process, with a warning)."""
     global BATCHED_NMS_DISABLED
     if BATCHED_NMS_DISABLED is not None or bboxes.dtype == torch.float64:
         return None
-    shifted = (bboxes + (labels.to(bboxes) * (bboxes.max() + 1))[:, None]).float()
-    offset = nms_cfg.get('offset', 0)
-    if offset:
-        shifted = shifted + shifted.new_tensor([0, 0, offset, offset])
-    threshold = torch.tensor(nms_cfg['iou_threshold'], dtype=torch.float32).item()
+    shifted, threshold = mmcv_backend.nms_working_boxes(
+        bboxes + (labels.to(bboxes) * (bboxes.max() + 1))[:, None], nms_cfg['iou_threshold'],
+        nms_cfg.get('offset', 0))
     try:
         from mmmambaout.ops.parallel_nms import nms_per_class
         return nms_per_class(shifted, scores, labels, threshold)
