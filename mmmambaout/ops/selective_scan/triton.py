@@ -63,15 +63,36 @@ def _softplus(x):
 
 
 @triton.jit
-def _load_delta(delta_ptr, offs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-    """delta' (zero where masked) and delta + bias (``bias`` broadcast to the tile)."""
-    raw = tl.load(delta_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+def _delta(stored, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """delta' (zero where masked) and delta + bias from delta as loaded (``bias``
+    broadcast to the tile)."""
+    raw = stored.to(tl.float32)
     if HAS_BIAS:
         raw = raw + bias
     dt = raw
     if SOFTPLUS:
         dt = _softplus(raw)
     return tl.where(mask, dt, 0.0), raw
+
+
+
+@triton.jit
+def _fwd_loads(c, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row, bc_row, offs_l, mask_d,
+               mask_n, L, n_chunks, HAS_Z: tl.constexpr, BLOCK_L: tl.constexpr):
+    """Chunk ``c``'s u, delta, B, C and z (u again without z) as stored, in (step, ...)
+    tiles; all masked off for c >= n_chunks."""
+    l = c * BLOCK_L + offs_l
+    ml = (l < L) & (c < n_chunks)
+    m2 = ml[:, None] & mask_d[None, :]
+    mbc = ml[:, None] & mask_n[None, :]
+    u = tl.load(u_ptr + row + l[:, None], mask=m2, other=0.0)
+    delta = tl.load(delta_ptr + row + l[:, None], mask=m2, other=0.0)
+    Bt = tl.load(B_ptr + bc_row + l[:, None], mask=mbc, other=0.0)
+    Ct = tl.load(C_ptr + bc_row + l[:, None], mask=mbc, other=0.0)
+    z = u
+    if HAS_Z:
+        z = tl.load(z_ptr + row + l[:, None], mask=m2, other=0.0)
+    return u, delta, Bt, Ct, z
 
 
 @triton.jit
@@ -108,15 +129,22 @@ def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
     is_last = (offs_l == BLOCK_L - 1)[:, None, None]
 
     h = tl.zeros((BLOCK_D, BLOCK_N), tl.float32)
+    # each chunk's loads are issued one chunk ahead, as in the backward
+    u_n, delta_n, B_n, C_n, z_n = _fwd_loads(0, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row,
+                                             bc_row, offs_l, mask_d, mask_n, L, n_chunks,
+                                             HAS_Z, BLOCK_L)
     for c in range(0, n_chunks):
         l = c * BLOCK_L + offs_l
         ml = l < L
         m2 = ml[:, None] & mask_d[None, :]
-        mbc = ml[:, None] & mask_n[None, :]
-        u = tl.load(u_ptr + row + l[:, None], mask=m2, other=0.0).to(tl.float32)
-        dt, _ = _load_delta(delta_ptr, row + l[:, None], m2, bias[None, :], HAS_BIAS, SOFTPLUS)
-        Bt = tl.load(B_ptr + bc_row + l[:, None], mask=mbc, other=0.0).to(tl.float32)
-        Ct = tl.load(C_ptr + bc_row + l[:, None], mask=mbc, other=0.0).to(tl.float32)
+        u = u_n.to(tl.float32)
+        dt, _ = _delta(delta_n, m2, bias[None, :], HAS_BIAS, SOFTPLUS)
+        Bt = B_n.to(tl.float32)
+        Ct = C_n.to(tl.float32)
+        z = z_n.to(tl.float32)
+        u_n, delta_n, B_n, C_n, z_n = _fwd_loads(c + 1, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr,
+                                                 row, bc_row, offs_l, mask_d, mask_n, L,
+                                                 n_chunks, HAS_Z, BLOCK_L)
 
         dA = tl.exp2(dt[:, :, None] * A2[None, :, :])
         dBu = (dt * u)[:, :, None] * Bt[:, None, :]
@@ -136,9 +164,32 @@ def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
         if HAS_D:
             y += Dv[None, :] * u
         if HAS_Z:
-            z = tl.load(z_ptr + row + l[:, None], mask=m2, other=0.0).to(tl.float32)
             y = y * z * tl.sigmoid(z)
         tl.store(out_ptr + row + l[:, None], y.to(out_ptr.dtype.element_ty), mask=m2)
+
+
+@triton.jit
+def _bwd_loads(c, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, states_ptr, dout_ptr,
+               row, bc_row, st_row, offs_l, mask_d, mask_n, mask_dn, L, N,
+               HAS_Z: tl.constexpr, BLOCK_L: tl.constexpr):
+    """Chunk ``c``'s inputs as stored (all masked off for c < 0): the state entering it,
+    u, delta, delta one step later, B, C, dout and z (dout again without z)."""
+    l = c * BLOCK_L + offs_l
+    ml = (l < L) & (c >= 0)
+    m2 = mask_d[:, None] & ml[None, :]
+    mbc = mask_n[:, None] & ml[None, :]
+    mnext = mask_d[:, None] & ((l + 1 < L) & (c >= 0))[None, :]
+    h0 = tl.load(states_ptr + st_row + (c - 1) * N, mask=mask_dn & (c > 0), other=0.0)
+    u = tl.load(u_ptr + row + l[None, :], mask=m2, other=0.0)
+    delta = tl.load(delta_ptr + row + l[None, :], mask=m2, other=0.0)
+    delta_next = tl.load(delta_ptr + row + l[None, :] + 1, mask=mnext, other=0.0)
+    Bt = tl.load(B_ptr + bc_row + l[None, :], mask=mbc, other=0.0)
+    Ct = tl.load(C_ptr + bc_row + l[None, :], mask=mbc, other=0.0)
+    dout = tl.load(dout_ptr + row + l[None, :], mask=m2, other=0.0)
+    z = dout
+    if HAS_Z:
+        z = tl.load(z_ptr + row + l[None, :], mask=m2, other=0.0)
+    return h0, u, delta, delta_next, Bt, Ct, dout, z
 
 
 @triton.jit
@@ -182,17 +233,31 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
     dD_acc = tl.zeros((BLOCK_D,), tl.float32)
     dbias_acc = tl.zeros((BLOCK_D,), tl.float32)
 
+    # Each chunk's loads are issued one chunk ahead (they do not depend on the adjoint
+    # carried between chunks), so their memory latency overlaps the previous chunk's
+    # arithmetic instead of stalling the program's serial walk over the chunks.
+    h0_n, u_n, delta_n, delta_next_n, B_n, C_n, dout_n, z_n = _bwd_loads(
+        n_chunks - 1, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, states_ptr, dout_ptr, row,
+        bc_row, st_row, offs_l, mask_d, mask_n, mask_dn, L, N, HAS_Z, BLOCK_L)
     for i in range(0, n_chunks):
         c = n_chunks - 1 - i
+        h0 = h0_n
+        u = u_n.to(tl.float32)
+        delta = delta_n
+        delta_next = delta_next_n
+        Bt = B_n.to(tl.float32)
+        Ct = C_n.to(tl.float32)
+        dy = dout_n.to(tl.float32)
+        z = z_n.to(tl.float32)
+        h0_n, u_n, delta_n, delta_next_n, B_n, C_n, dout_n, z_n = _bwd_loads(
+            c - 1, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, states_ptr, dout_ptr, row,
+            bc_row, st_row, offs_l, mask_d, mask_n, mask_dn, L, N, HAS_Z, BLOCK_L)
+
         l = c * BLOCK_L + offs_l
         ml = l < L
         m2 = mask_d[:, None] & ml[None, :]
         mbc = mask_n[:, None] & ml[None, :]
-        h0 = tl.load(states_ptr + st_row + (c - 1) * N, mask=mask_dn & (c > 0), other=0.0)
-        u = tl.load(u_ptr + row + l[None, :], mask=m2, other=0.0).to(tl.float32)
-        dt, raw = _load_delta(delta_ptr, row + l[None, :], m2, bias[:, None], HAS_BIAS, SOFTPLUS)
-        Bt = tl.load(B_ptr + bc_row + l[None, :], mask=mbc, other=0.0).to(tl.float32)
-        Ct = tl.load(C_ptr + bc_row + l[None, :], mask=mbc, other=0.0).to(tl.float32)
+        dt, raw = _delta(delta, m2, bias[:, None], HAS_BIAS, SOFTPLUS)
 
         # recompute the chunk's states
         dA = tl.exp2(dt[:, None, :] * A2[:, :, None])
@@ -201,12 +266,10 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
         P, hs = tl.associative_scan((dA, dBu), 2, _affine_combine)
         hs = hs + P * h0[:, :, None]
 
-        dy = tl.load(dout_ptr + row + l[None, :], mask=m2, other=0.0).to(tl.float32)
         if HAS_Z:
             y = tl.sum(hs * Ct[None, :, :], axis=1)
             if HAS_D:
                 y += Dv[:, None] * u
-            z = tl.load(z_ptr + row + l[None, :], mask=m2, other=0.0).to(tl.float32)
             sig = tl.sigmoid(z)
             dz = dy * y * sig * (1.0 + z * (1.0 - sig))
             tl.store(dz_ptr + row + l[None, :], dz.to(dz_ptr.dtype.element_ty), mask=m2)
@@ -218,10 +281,8 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
             du = tl.zeros((BLOCK_D, BLOCK_L), tl.float32)
 
         # adjoint: g_t = C_t dy_t + exp(delta'_{t+1} A) g_{t+1}; g after the chunk = gcarry
-        ln = l + 1
-        mnext = mask_d[:, None] & (ln < L)[None, :]
-        dt_next, _ = _load_delta(delta_ptr, row + ln[None, :], mnext, bias[:, None], HAS_BIAS,
-                                  SOFTPLUS)
+        mnext = mask_d[:, None] & (l + 1 < L)[None, :]
+        dt_next, _ = _delta(delta_next, mnext, bias[:, None], HAS_BIAS, SOFTPLUS)
         a_next = tl.exp2(dt_next[:, None, :] * A2[:, :, None])
         beta = dy[:, None, :] * Ct[None, :, :]
         Pr, g = tl.associative_scan((a_next, beta), 2, _affine_combine, reverse=True)
