@@ -188,3 +188,21 @@ def test_check_ddp_rank_differences(load_script):
     assert module.relative_difference(torch.tensor([3., 4.5]), ref) == pytest.approx(0.1)
     assert module.relative_difference(same, ref[:1].expand(3)) is None   # inf: not compared
     assert module.relative_difference(ref, None) is None
+
+
+def test_benchmark_scan_times_an_earlier_revisions_kernels(run_script, monkeypatch):
+    # the kernels of a git revision beside today's backends, run by Triton's interpreter
+    pytest.importorskip('triton')
+    monkeypatch.setenv('TRITON_INTERPRET', '1')
+    proc = run_script('tools/analysis/benchmark_scan.py', '--device', 'cpu', '--backends',
+                      'reference', '--triton-at', 'HEAD', '--lengths', 20, '--dtypes', 'fp32',
+                      '--dim', 4, '--N', 2, '--reps', 1)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for backend in ('reference', r'triton@HEAD'):
+        assert re.search(rf'^\| {backend} \| 20 \| fp32 \| [\d.]+ \| n/a \| [\d.]+ \|', proc.stdout,
+                         re.M), proc.stdout
+    bad = run_script('tools/analysis/benchmark_scan.py', '--device', 'cpu', '--triton-at',
+                     'no-such-revision')
+    assert bad.returncode != 0
+    assert 'error: --triton-at no-such-revision: git cannot show' in bad.stderr
+    assert 'Traceback' not in bad.stderr

@@ -14,13 +14,24 @@ at ImageNet resolution (L 197), with softplus, z, D and delta_bias.
     python tools/analysis/benchmark_scan.py                      # CUDA, all backends
     python tools/analysis/benchmark_scan.py --sweep              # Triton launch configs
     python tools/analysis/benchmark_scan.py --device cpu --lengths 197 --dtypes fp32
+    python tools/analysis/benchmark_scan.py --backends triton --triton-at 709f39e
+
+``--triton-at REV`` also times the Triton kernels as they were at git revision REV (backend
+``triton@REV``), in the same process as today's: a kernel change against its parent.
 """
 import argparse
+import atexit
+import importlib.util
 import json
 import math
+import os
+import os.path as osp
 import platform
+import re
 import shlex
+import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -50,6 +61,34 @@ def naive_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_
         ys.append((h * C[:, :, :, t]).sum(-1))
     out = (torch.stack(ys, -1) + u * D[:, None]) * F.silu(z.float())
     return out.to(dtype)
+
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TRITON_MODULE = 'mmmambaout/ops/selective_scan/triton.py'
+
+
+def triton_kernels_at(rev):
+    """The Triton scan module as it was at git revision ``rev``, loaded beside today's.
+    Its operator registration is left out (today's module holds the operator names);
+    its ``selective_scan_triton`` runs the kernels through its autograd.Function."""
+    proc = subprocess.run(['git', 'show', f'{rev}:{TRITON_MODULE}'], cwd=ROOT,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f'error: --triton-at {rev}: git cannot show {TRITON_MODULE} at that '
+                         f'revision ({proc.stderr.strip()[:200]}); name a commit of this '
+                         'repository that has it')
+    src = proc.stdout.replace("_OPERATORS = hasattr(torch.library, 'custom_op')",
+                              '_OPERATORS = False')
+    # triton.jit reads a kernel's source from its file, so the module needs one
+    fd, path = tempfile.mkstemp(prefix=f'scan_triton_{re.sub(r"[^A-Za-z0-9]", "_", rev)}_',
+                                suffix='.py')
+    with os.fdopen(fd, 'w') as f:
+        f.write(src)
+    atexit.register(os.remove, path)
+    spec = importlib.util.spec_from_file_location(osp.basename(path)[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def make_inputs(batch, dim, N, L, dtype, device, seed=0):
@@ -115,13 +154,17 @@ def bench(fn, device, reps=None, warmup=3, slow=False):
     return times[len(times) // 2]
 
 
-def run_case(backend, args, device, reps):
+def run_case(backend, args, device, reps, earlier=None):
+    """``earlier``: {'triton@REV': module} of :func:`triton_kernels_at`."""
     names = list(args)
     grad_out = torch.randn_like(args['u'])
 
     if backend == 'naive':
         def forward():
             return naive_scan(**args, delta_softplus=True)
+    elif earlier and backend in earlier:
+        def forward():
+            return earlier[backend].selective_scan_triton(**args, delta_softplus=True)
     else:
         def forward():
             return selective_scan(**args, delta_softplus=True, backend=backend)
@@ -236,8 +279,11 @@ def main():
     p.add_argument('--naive-dtypes', nargs='+', default=['fp32'],
                    help='dtypes for which to time the naive loop')
     p.add_argument('--json', default=None, help='also write the rows to this file')
+    p.add_argument('--triton-at', nargs='+', default=[], metavar='REV',
+                   help='also time the Triton kernels of these git revisions (triton@REV)')
     a = p.parse_args()
     device = torch.device(a.device)
+    earlier = {f'triton@{rev}': triton_kernels_at(rev) for rev in a.triton_at}
     for line in header(device):
         print(line)
     if a.sweep or a.tune:
@@ -253,7 +299,7 @@ def main():
     bw = measure_bandwidth(device)
     if bw:
         print(f'measured copy bandwidth: {bw / 1e12:.2f} TB/s (read + write)')
-    backends = a.backends or list(available_backends(device)) + ['naive']
+    backends = (a.backends or list(available_backends(device)) + ['naive']) + list(earlier)
     rows = []
     print('| backend | L | dtype | fwd ms | fwd roofline ms | fwd+bwd ms | fwd+bwd roofline ms '
           '| peak MiB (above inputs) |')
@@ -268,7 +314,8 @@ def main():
                     continue
                 reps = a.reps if backend != 'naive' else (a.reps or 2)
                 try:
-                    t_fwd, t_fb, peak, above = run_case(backend, inputs, device, reps)
+                    t_fwd, t_fb, peak, above = run_case(backend, inputs, device, reps,
+                                                        earlier)
                 except Exception as exc:
                     print(f'| {backend} | {L} | {dname} | failed: {type(exc).__name__}: '
                           f'{str(exc)[:200]} |||||', flush=True)

@@ -75,26 +75,6 @@ def _delta(stored, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
     return tl.where(mask, dt, 0.0), raw
 
 
-
-@triton.jit
-def _fwd_loads(c, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row, bc_row, offs_l, mask_d,
-               mask_n, L, n_chunks, HAS_Z: tl.constexpr, BLOCK_L: tl.constexpr):
-    """Chunk ``c``'s u, delta, B, C and z (u again without z) as stored, in (step, ...)
-    tiles; all masked off for c >= n_chunks."""
-    l = c * BLOCK_L + offs_l
-    ml = (l < L) & (c < n_chunks)
-    m2 = ml[:, None] & mask_d[None, :]
-    mbc = ml[:, None] & mask_n[None, :]
-    u = tl.load(u_ptr + row + l[:, None], mask=m2, other=0.0)
-    delta = tl.load(delta_ptr + row + l[:, None], mask=m2, other=0.0)
-    Bt = tl.load(B_ptr + bc_row + l[:, None], mask=mbc, other=0.0)
-    Ct = tl.load(C_ptr + bc_row + l[:, None], mask=mbc, other=0.0)
-    z = u
-    if HAS_Z:
-        z = tl.load(z_ptr + row + l[:, None], mask=m2, other=0.0)
-    return u, delta, Bt, Ct, z
-
-
 @triton.jit
 def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
                 out_ptr, states_ptr,
@@ -129,22 +109,16 @@ def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
     is_last = (offs_l == BLOCK_L - 1)[:, None, None]
 
     h = tl.zeros((BLOCK_D, BLOCK_N), tl.float32)
-    # each chunk's loads are issued one chunk ahead, as in the backward
-    u_n, delta_n, B_n, C_n, z_n = _fwd_loads(0, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row,
-                                             bc_row, offs_l, mask_d, mask_n, L, n_chunks,
-                                             HAS_Z, BLOCK_L)
     for c in range(0, n_chunks):
         l = c * BLOCK_L + offs_l
         ml = l < L
         m2 = ml[:, None] & mask_d[None, :]
-        u = u_n.to(tl.float32)
-        dt, _ = _delta(delta_n, m2, bias[None, :], HAS_BIAS, SOFTPLUS)
-        Bt = B_n.to(tl.float32)
-        Ct = C_n.to(tl.float32)
-        z = z_n.to(tl.float32)
-        u_n, delta_n, B_n, C_n, z_n = _fwd_loads(c + 1, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr,
-                                                 row, bc_row, offs_l, mask_d, mask_n, L,
-                                                 n_chunks, HAS_Z, BLOCK_L)
+        mbc = ml[:, None] & mask_n[None, :]
+        u = tl.load(u_ptr + row + l[:, None], mask=m2, other=0.0).to(tl.float32)
+        dt, _ = _delta(tl.load(delta_ptr + row + l[:, None], mask=m2, other=0.0), m2,
+                       bias[None, :], HAS_BIAS, SOFTPLUS)
+        Bt = tl.load(B_ptr + bc_row + l[:, None], mask=mbc, other=0.0).to(tl.float32)
+        Ct = tl.load(C_ptr + bc_row + l[:, None], mask=mbc, other=0.0).to(tl.float32)
 
         dA = tl.exp2(dt[:, :, None] * A2[None, :, :])
         dBu = (dt * u)[:, :, None] * Bt[:, None, :]
@@ -164,6 +138,7 @@ def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
         if HAS_D:
             y += Dv[None, :] * u
         if HAS_Z:
+            z = tl.load(z_ptr + row + l[:, None], mask=m2, other=0.0).to(tl.float32)
             y = y * z * tl.sigmoid(z)
         tl.store(out_ptr + row + l[:, None], y.to(out_ptr.dtype.element_ty), mask=m2)
 
