@@ -4,6 +4,8 @@ Shared by the benchmarks and the profiler in ``tools/analysis``: they must time 
 the same model and step. Upstream configs are named ``mmdet::path/in/their/configs.py`` or
 ``mmseg::...``.
 """
+import contextlib
+import logging
 import os.path as osp
 
 from mmengine.config import Config
@@ -28,6 +30,20 @@ def resolve_config(name: str) -> Config:
     return Config.fromfile(config_path(name))
 
 
+@contextlib.contextmanager
+def _quiet_mmengine_logs():
+    """Hide mmengine's INFO lines (every parameter's initialisation, every param group's
+    options: hundreds of lines per model) while a tool builds; warnings still show."""
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def build_train_step(name, device, amp=False, batch=2, det_size=(1333, 800),
                      seg_size=(512, 512), objects=8, cfg_options=None):
     """``name`` is a config, optionally with overrides after ``#``
@@ -46,7 +62,8 @@ def build_train_step(name, device, amp=False, batch=2, det_size=(1333, 800),
     elif optim_cfg.get('type') == 'AmpOptimWrapper':
         optim_cfg.type = 'OptimWrapper'
         optim_cfg.pop('loss_scale', None)
-    optim_wrapper = build_optim_wrapper(model, optim_cfg)
+    with _quiet_mmengine_logs():
+        optim_wrapper = build_optim_wrapper(model, optim_cfg)
     apply_compile_hooks(cfg, model, optim_wrapper)
     data = batch_for(cfg, batch, det_size, seg_size, objects=objects)
     return cfg, model, optim_wrapper, data
@@ -68,7 +85,8 @@ def build_model(name, device, cfg_options=None):
     init_default_scope(cfg.default_scope)
     __import__(f'{cfg.default_scope}.models')
     model = MODELS.build(cfg.model)
-    model.init_weights()
+    with _quiet_mmengine_logs():
+        model.init_weights()
     return cfg, revert_sync_batchnorm(model).to(device)
 
 
