@@ -201,8 +201,25 @@ def test_benchmark_scan_times_an_earlier_revisions_kernels(run_script, monkeypat
     for backend in ('reference', r'triton@HEAD'):
         assert re.search(rf'^\| {backend} \| 20 \| fp32 \| [\d.]+ \| n/a \| [\d.]+ \|', proc.stdout,
                          re.M), proc.stdout
-    bad = run_script('tools/analysis/benchmark_scan.py', '--device', 'cpu', '--triton-at',
-                     'no-such-revision')
-    assert bad.returncode != 0
-    assert 'error: --triton-at no-such-revision: git cannot show' in bad.stderr
-    assert 'Traceback' not in bad.stderr
+    assert re.search(r'^triton@HEAD: the Triton kernels of commit [0-9a-f]{40}$', proc.stdout,
+                     re.M)
+    for rev in ('no-such-revision', '--help'):
+        bad = run_script('tools/analysis/benchmark_scan.py', '--device', 'cpu', f'--triton-at={rev}')
+        assert bad.returncode != 0
+        assert f'error: --triton-at {rev}: git cannot show' in bad.stderr
+        assert 'Traceback' not in bad.stderr
+
+
+def test_an_earlier_revisions_scan_operators_do_not_replace_todays(load_script):
+    pytest.importorskip('triton')
+    from torch._library.custom_ops import OPDEFS
+
+    from mmmambaout.ops.selective_scan import triton as today
+    if not today._OPERATORS:
+        pytest.skip('this torch has no torch.library.custom_op')
+    earlier = load_script('tools/analysis/benchmark_scan.py').triton_kernels_at('HEAD')
+    namespace = f'mmmambaout_at_{earlier.revision[:12]}'
+    assert OPDEFS['mmmambaout::selective_scan_fwd'] is today._scan_fwd
+    assert OPDEFS['mmmambaout::selective_scan_bwd'] is today._scan_bwd
+    assert OPDEFS[f'{namespace}::selective_scan_fwd'] is earlier._scan_fwd
+    assert earlier._scan_fwd is not today._scan_fwd

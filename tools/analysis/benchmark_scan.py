@@ -27,7 +27,6 @@ import math
 import os
 import os.path as osp
 import platform
-import re
 import shlex
 import subprocess
 import sys
@@ -69,25 +68,33 @@ TRITON_MODULE = 'mmmambaout/ops/selective_scan/triton.py'
 
 def triton_kernels_at(rev):
     """The Triton scan module as it was at git revision ``rev``, loaded beside today's.
-    Its operator registration is left out (today's module holds the operator names);
-    its ``selective_scan_triton`` runs the kernels through its autograd.Function."""
-    proc = subprocess.run(['git', 'show', f'{rev}:{TRITON_MODULE}'], cwd=ROOT,
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
+    Its torch.library operators get their own namespace (``mmmambaout_at_<sha>``), so
+    today's module keeps ``torch.ops.mmmambaout`` and each module runs its own kernels."""
+    def git(*args):
+        try:
+            return subprocess.run(['git', *args], cwd=ROOT, capture_output=True, text=True)
+        except OSError as exc:
+            raise SystemExit(f'error: --triton-at needs git and a git checkout of this '
+                             f'repository ({exc})')
+    sha = git('rev-parse', '--verify', '--end-of-options', f'{rev}^{{commit}}')
+    src = git('show', f'{sha.stdout.strip()}:{TRITON_MODULE}') if sha.returncode == 0 else sha
+    if sha.returncode != 0 or src.returncode != 0:
         raise SystemExit(f'error: --triton-at {rev}: git cannot show {TRITON_MODULE} at that '
-                         f'revision ({proc.stderr.strip()[:200]}); name a commit of this '
+                         f'revision ({src.stderr.strip()[:200]}); name a commit of this '
                          'repository that has it')
-    src = proc.stdout.replace("_OPERATORS = hasattr(torch.library, 'custom_op')",
-                              '_OPERATORS = False')
+    sha = sha.stdout.strip()
+    namespace = f'mmmambaout_at_{sha[:12]}'
+    code = (src.stdout.replace("'mmmambaout::", f"'{namespace}::")
+            .replace('torch.ops.mmmambaout.', f'torch.ops.{namespace}.'))
     # triton.jit reads a kernel's source from its file, so the module needs one
-    fd, path = tempfile.mkstemp(prefix=f'scan_triton_{re.sub(r"[^A-Za-z0-9]", "_", rev)}_',
-                                suffix='.py')
+    fd, path = tempfile.mkstemp(prefix=f'scan_triton_{sha[:12]}_', suffix='.py')
     with os.fdopen(fd, 'w') as f:
-        f.write(src)
+        f.write(code)
     atexit.register(os.remove, path)
     spec = importlib.util.spec_from_file_location(osp.basename(path)[:-3], path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    module.revision = sha
     return module
 
 
@@ -244,7 +251,8 @@ def sweep(args_ns, device, apply_best=False):
         cfg['fwd'] = best_fwd[1]
         best = None
         for bl, bd, nw in grid:
-            cfg['bwd'] = dict(BLOCK_L=bl, BLOCK_D=bd, num_warps=nw)
+            cfg['bwd'] = dict(BLOCK_L=bl, BLOCK_D=bd, num_warps=nw,
+                              PREFETCH=default['bwd']['PREFETCH'])
             _, t_fb, _, _ = run_case('triton', inputs, device, None)
             print(f'L={L} {dname} fwd {cfg["fwd"]} bwd {cfg["bwd"]}: fwd+bwd {t_fb:.3f} ms',
                   flush=True)
@@ -284,8 +292,12 @@ def main():
     a = p.parse_args()
     device = torch.device(a.device)
     earlier = {f'triton@{rev}': triton_kernels_at(rev) for rev in a.triton_at}
+    if earlier and (a.sweep or a.tune):
+        p.error('--triton-at times fixed kernels; leave out --sweep / --tune')
     for line in header(device):
         print(line)
+    for name, module in earlier.items():
+        print(f'{name}: the Triton kernels of commit {module.revision}')
     if a.sweep or a.tune:
         rows = sweep(a, device, apply_best=a.tune)
         if a.json:

@@ -30,12 +30,14 @@ __all__ = ['selective_scan_triton', 'CONFIGS']
 
 #: Launch parameters per input width, tuned on an H100 at Vim-S shapes (see
 #: docs/selective_scan.md). The backward's ``BLOCK_L`` is also the interval at which the
-#: forward saves the state, so the two chunk lengths are independent.
+#: forward saves the state, so the two chunk lengths are independent. The backward's
+#: ``PREFETCH`` (loads one chunk ahead) is not timed on a GPU yet; off for 16-bit inputs,
+#: where it raises the registers from 168 to 244 (sm_90), fewer programs per SM.
 CONFIGS = {
     'float32': dict(fwd=dict(BLOCK_L=64, BLOCK_D=4, num_warps=2),
-                    bwd=dict(BLOCK_L=16, BLOCK_D=4, num_warps=2)),
+                    bwd=dict(BLOCK_L=16, BLOCK_D=4, num_warps=2, PREFETCH=True)),
     '16bit': dict(fwd=dict(BLOCK_L=64, BLOCK_D=1, num_warps=1),
-                  bwd=dict(BLOCK_L=16, BLOCK_D=2, num_warps=2)),
+                  bwd=dict(BLOCK_L=16, BLOCK_D=2, num_warps=2, PREFETCH=False)),
 }
 
 
@@ -173,7 +175,7 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
                 du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
                 dim, L, H, G, N, n_chunks,
                 HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr,
+                SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, PREFETCH: tl.constexpr,
                 BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
     pid_d = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
@@ -208,25 +210,30 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
     dD_acc = tl.zeros((BLOCK_D,), tl.float32)
     dbias_acc = tl.zeros((BLOCK_D,), tl.float32)
 
-    # Each chunk's loads are issued one chunk ahead (they do not depend on the adjoint
-    # carried between chunks), so their memory latency overlaps the previous chunk's
-    # arithmetic instead of stalling the program's serial walk over the chunks.
-    h0_n, u_n, delta_n, delta_next_n, B_n, C_n, dout_n, z_n = _bwd_loads(
-        n_chunks - 1, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, states_ptr, dout_ptr, row,
-        bc_row, st_row, offs_l, mask_d, mask_n, mask_dn, L, N, HAS_Z, BLOCK_L)
+    # PREFETCH: each chunk's loads are issued one chunk ahead (they do not depend on the
+    # adjoint carried between chunks), so their latency overlaps the previous chunk's
+    # arithmetic in the program's serial walk over the chunks; it costs registers.
+    if PREFETCH:
+        h0_n, u_n, delta_n, delta_next_n, B_n, C_n, dout_n, z_n = _bwd_loads(
+            n_chunks - 1, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, states_ptr, dout_ptr, row,
+            bc_row, st_row, offs_l, mask_d, mask_n, mask_dn, L, N, HAS_Z, BLOCK_L)
     for i in range(0, n_chunks):
         c = n_chunks - 1 - i
-        h0 = h0_n
-        u = u_n.to(tl.float32)
-        delta = delta_n
-        delta_next = delta_next_n
-        Bt = B_n.to(tl.float32)
-        Ct = C_n.to(tl.float32)
-        dy = dout_n.to(tl.float32)
-        z = z_n.to(tl.float32)
-        h0_n, u_n, delta_n, delta_next_n, B_n, C_n, dout_n, z_n = _bwd_loads(
-            c - 1, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, states_ptr, dout_ptr, row,
-            bc_row, st_row, offs_l, mask_d, mask_n, mask_dn, L, N, HAS_Z, BLOCK_L)
+        if PREFETCH:
+            h0, u, delta, delta_next, Bt, Ct, dy, z = (h0_n, u_n, delta_n, delta_next_n, B_n,
+                                                       C_n, dout_n, z_n)
+            h0_n, u_n, delta_n, delta_next_n, B_n, C_n, dout_n, z_n = _bwd_loads(
+                c - 1, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, states_ptr, dout_ptr, row,
+                bc_row, st_row, offs_l, mask_d, mask_n, mask_dn, L, N, HAS_Z, BLOCK_L)
+        else:
+            h0, u, delta, delta_next, Bt, Ct, dy, z = _bwd_loads(
+                c, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, states_ptr, dout_ptr, row,
+                bc_row, st_row, offs_l, mask_d, mask_n, mask_dn, L, N, HAS_Z, BLOCK_L)
+        u = u.to(tl.float32)
+        Bt = Bt.to(tl.float32)
+        Ct = Ct.to(tl.float32)
+        dy = dy.to(tl.float32)
+        z = z.to(tl.float32)
 
         l = c * BLOCK_L + offs_l
         ml = l < L
@@ -368,7 +375,8 @@ def _launch_bwd(u, delta, A, B, C, D, z, delta_bias, states, dout, dlast, delta_
         dim, L, H, G, N, n_chunks,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=bool(delta_softplus), HAS_DLAST=dlast is not None,
-        BLOCK_D=bd, BLOCK_N=block_n, BLOCK_L=bwd['BLOCK_L'], num_warps=bwd['num_warps'])
+        PREFETCH=bwd['PREFETCH'], BLOCK_D=bd, BLOCK_N=block_n,
+        BLOCK_L=bwd['BLOCK_L'], num_warps=bwd['num_warps'])
     return (du, ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
             dD.sum(0).to(D.dtype) if D is not None else None, dz,
             dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else None)
