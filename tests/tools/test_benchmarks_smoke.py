@@ -81,7 +81,7 @@ def test_profile_inference_cpu_phases(run_script):
     proc = run_script('tools/analysis/profile_inference.py', 'configs/demo/mask_rcnn_mambaout_demo.py',
                       '--device', 'cpu', '--images', 2)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert re.search(r'mask_rcnn_mambaout_demo.py: [\d.]+ ms per image \(plain step\), '
+    assert re.search(r'mask_rcnn_mambaout_demo.py: [\d.]+ ms per image \(plain step, mean\), '
                      r'score_thr 0.0, 100 detections', proc.stdout)
     phases = re.findall(r'^\| ([\w +]+) \| [\d.]+ \| (\d+) \| - \|$', proc.stdout, re.M)
     assert [p for p, _ in phases] == ['preprocess', 'backbone + neck', 'RPN predict',

@@ -2,7 +2,8 @@
 
 For each config: the images and test pipeline of ``benchmark_inference.py`` (varied
 sizes, batch 1, random weights, ``--score-thr`` 0 by default, so that each image keeps
-``max_per_img`` detections), one warm-up pass, one plain timed pass (the step time), then
+``max_per_img`` detections), one warm-up pass, one plain timed pass (the step time: its
+mean per image, where ``benchmark_inference.py`` reports the median), then
 one pass with each phase wrapped: the data preprocessor, backbone + neck
 (``extract_feat``), the RPN's ``predict``, the RoI head's ``predict_bbox`` (box head and
 its multiclass NMS) and ``predict_mask``. Per image and phase: the time (CUDA synchronised
@@ -110,7 +111,7 @@ def profile(name, args, sizes):
         stats = collections.defaultdict(lambda: [0.0, 0, 0])
         wrap_phases(model, stats, cuda)
         out = one_pass()
-    print(f'\n{name}: {plain * 1e3:.1f} ms per image (plain step), score_thr '
+    print(f'\n{name}: {plain * 1e3:.1f} ms per image (plain step, mean), score_thr '
           f'{model.test_cfg.rcnn.score_thr}, {len(out[0].pred_instances)} detections on the '
           'last image')
     print('| phase | ms/img | aten ops/img | syncs/img |\n|---|---|---|---|')
