@@ -291,9 +291,9 @@ def main():
                    help='also time the Triton kernels of these git revisions (triton@REV)')
     a = p.parse_args()
     device = torch.device(a.device)
-    earlier = {f'triton@{rev}': triton_kernels_at(rev) for rev in a.triton_at}
-    if earlier and (a.sweep or a.tune):
+    if a.triton_at and (a.sweep or a.tune):
         p.error('--triton-at times fixed kernels; leave out --sweep / --tune')
+    earlier = {f'triton@{rev}': triton_kernels_at(rev) for rev in a.triton_at}
     for line in header(device):
         print(line)
     for name, module in earlier.items():

@@ -92,8 +92,7 @@ def profile(name, args, sizes):
         raise SystemExit(f'error: {name} is not a two-stage mmdet detector (rpn_head and '
                          'roi_head); profile_inference.py times those phases')
     model.eval()
-    if args.score_thr is not None:
-        model.test_cfg.rcnn.score_thr = args.score_thr
+    model.test_cfg.rcnn.score_thr = args.score_thr
     items = prepared_inputs(cfg, sizes, args.seed)
 
     def one_pass():
