@@ -260,7 +260,7 @@ def cuda_inputs(dtype, groups=None, L=300, dim=24, N=16, optional=True, seed=0):
 @pytest.mark.parametrize('backend', ['triton', 'reference'])
 @pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-4), (torch.float16, 2e-2),
                                        (torch.bfloat16, 2e-2)])
-@pytest.mark.parametrize('L,groups', [(1, None), (300, None), (257, 2), (64, None)])
+@pytest.mark.parametrize('L,groups', [(1, None), (300, None), (257, 2), (64, None), (1000, 2)])
 def test_cuda_backend_matches_recurrence(backend, dtype, tol, L, groups):
     if backend not in available_backends('cuda'):
         pytest.skip(f'{backend} not available')

@@ -39,13 +39,16 @@ def scan_checks():
 
     # the forward's chunk longer than, shorter than and equal to the saved-state interval
     # (the backward's chunk), with channel blocks of 1, 2 and 4, the backward's loads one
-    # chunk ahead or not
+    # chunk ahead or not, its segments one chunk long, several chunks long, and longer
+    # than any case's sequence
     n = 0
-    for fwd_l, bwd_l, block_d, prefetch in ((64, 16, 4, True), (16, 32, 2, False),
-                                            (32, 32, 1, True), (16, 16, 2, False)):
+    for fwd_l, bwd_l, block_d, prefetch, seg_l in ((64, 16, 4, True, 32),
+                                                   (16, 32, 2, False, 64),
+                                                   (32, 32, 1, True, 32),
+                                                   (16, 16, 2, False, 512)):
         CONFIGS['float32'] = dict(fwd=dict(BLOCK_L=fwd_l, BLOCK_D=block_d, num_warps=1),
                                   bwd=dict(BLOCK_L=bwd_l, BLOCK_D=block_d, num_warps=1,
-                                           PREFETCH=prefetch))
+                                           PREFETCH=prefetch, SEG_L=seg_l))
         longest = max(fwd_l, bwd_l)
         cases = [dict(L=1), dict(L=longest + 5), dict(L=2 * longest, groups=2, dim=8),
                  dict(L=23, optional=False), dict(L=19, delta_scale=200.0)]

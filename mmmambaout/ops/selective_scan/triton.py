@@ -17,9 +17,19 @@ The forward saves the state every backward chunk (batch, dim, chunks, N); the ba
 walks its chunks in reverse, recomputes each chunk's states from the saved one, and
 solves the adjoint recurrence ``g_t = C_t dy_t + exp(delta'_{t+1} A) g_{t+1}`` with a
 reverse scan. Gradients of B and C are reduced over the channels of a program and added
-atomically (float32); those of A, D and delta_bias are reduced per batch element and
-summed afterwards.
+atomically (float32); those of A, D and delta_bias are reduced per batch element (and
+segment) and summed afterwards.
+
+The backward splits the sequence into segments of ``SEG_L`` steps that run in parallel
+programs, so a long sequence is not one program's serial walk over all its chunks. The
+only thing a segment needs from the ones after it is the adjoint entering from its end.
+A first kernel gives each segment's adjoint as an affine map of the one after it,
+``g_first = exp(S A) g_after + b`` with ``S`` the sum of ``delta'`` over the segment and
+``b = sum_t exp(S_t A) C_t dy_t`` (``S_t``: the sum up to step t; every factor is a decay
+``<= 1``); each program of the second kernel composes the maps of the segments after its
+own, then walks its own chunks as above.
 """
+import math
 from typing import List, Optional, Tuple
 
 import torch
@@ -31,19 +41,24 @@ __all__ = ['selective_scan_triton', 'CONFIGS']
 #: Launch parameters per input width, tuned on an H100 at Vim-S shapes (see
 #: docs/selective_scan.md). The backward's ``BLOCK_L`` is also the interval at which the
 #: forward saves the state, so the two chunk lengths are independent. The backward's
-#: ``PREFETCH`` (loads one chunk ahead) is not timed on a GPU yet; off for 16-bit inputs,
-#: where it raises the registers from 168 to 244 (sm_90), fewer programs per SM.
+#: ``PREFETCH`` (loads one chunk ahead) is off for 16-bit inputs, where it raises the
+#: registers from 168 to 244 (sm_90), fewer programs per SM. ``SEG_L`` (a multiple of the
+#: backward's ``BLOCK_L``) is the length of the segments the backward runs in parallel.
 CONFIGS = {
     'float32': dict(fwd=dict(BLOCK_L=64, BLOCK_D=4, num_warps=2),
-                    bwd=dict(BLOCK_L=16, BLOCK_D=4, num_warps=2, PREFETCH=True)),
+                    bwd=dict(BLOCK_L=16, BLOCK_D=4, num_warps=2, PREFETCH=True, SEG_L=256)),
     '16bit': dict(fwd=dict(BLOCK_L=64, BLOCK_D=1, num_warps=1),
-                  bwd=dict(BLOCK_L=16, BLOCK_D=2, num_warps=2, PREFETCH=False)),
+                  bwd=dict(BLOCK_L=16, BLOCK_D=2, num_warps=2, PREFETCH=False, SEG_L=256)),
 }
 
 
 def _configs(dtype: torch.dtype):
     """(forward, backward) launch parameters for inputs of ``dtype``."""
     cfg = CONFIGS['16bit' if dtype in (torch.float16, torch.bfloat16) else 'float32']
+    if cfg['bwd']['SEG_L'] % cfg['bwd']['BLOCK_L']:
+        raise ValueError(f"selective scan CONFIGS: the backward's SEG_L "
+                         f"{cfg['bwd']['SEG_L']} is not a multiple of its BLOCK_L "
+                         f"{cfg['bwd']['BLOCK_L']}")
     return cfg['fwd'], cfg['bwd']
 
 
@@ -146,17 +161,19 @@ def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
 
 
 @triton.jit
-def _bwd_loads(c, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, states_ptr, dout_ptr,
+def _bwd_loads(c, c_lo, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, states_ptr, dout_ptr,
                row, bc_row, st_row, offs_l, mask_d, mask_n, mask_dn, L, N,
                HAS_Z: tl.constexpr, BLOCK_L: tl.constexpr):
-    """Chunk ``c``'s inputs as stored (all masked off for c < 0): the state entering it,
-    u, delta, delta one step later, B, C, dout and z (dout again without z)."""
+    """Chunk ``c``'s inputs as stored (all masked off for c < c_lo, the segment's first):
+    the state entering it, u, delta, delta one step later, B, C, dout and z (dout again
+    without z)."""
     l = c * BLOCK_L + offs_l
-    ml = (l < L) & (c >= 0)
+    ml = (l < L) & (c >= c_lo)
     m2 = mask_d[:, None] & ml[None, :]
     mbc = mask_n[:, None] & ml[None, :]
-    mnext = mask_d[:, None] & ((l + 1 < L) & (c >= 0))[None, :]
-    h0 = tl.load(states_ptr + st_row + (c - 1) * N, mask=mask_dn & (c > 0), other=0.0)
+    mnext = mask_d[:, None] & ((l + 1 < L) & (c >= c_lo))[None, :]
+    h0 = tl.load(states_ptr + st_row + (c - 1) * N, mask=mask_dn & (c > 0) & (c >= c_lo),
+                 other=0.0)
     u = tl.load(u_ptr + row + l[None, :], mask=m2, other=0.0)
     delta = tl.load(delta_ptr + row + l[None, :], mask=m2, other=0.0)
     delta_next = tl.load(delta_ptr + row + l[None, :] + 1, mask=mnext, other=0.0)
@@ -170,15 +187,74 @@ def _bwd_loads(c, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, states_ptr, dout_ptr,
 
 
 @triton.jit
-def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, states_ptr,
-                dout_ptr, dlast_ptr,
-                du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
-                dim, L, H, G, N, n_chunks,
-                HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, PREFETCH: tl.constexpr,
-                BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
+def _bwd_segment_kernel(delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr,
+                        seg_b_ptr, seg_s_ptr, dim, L, H, G, N, n_seg,
+                        HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                        SEG_L: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+                        BLOCK_L: tl.constexpr):
+    # Segment k = 1 + program_id(2) as an affine map of the adjoint after it (segment 0's
+    # is never needed): S = sum of delta'_{t+1} over the segment's steps t, and
+    # b = sum_t exp(S_t A) C_t dy_t with S_t that sum over the steps before t. Tiles are
+    # (channel, state, step), as in the backward.
     pid_d = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
+    k = tl.program_id(2) + 1
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_l = tl.arange(0, BLOCK_L)
+    mask_d = offs_d < dim
+    mask_n = offs_n < N
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    grp = (pid_d * BLOCK_D) // H
+
+    A2 = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn,
+                 other=0.0).to(tl.float32) * 1.4426950408889634
+    bias = tl.zeros((BLOCK_D,), tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    row = pid_b * dim * L + offs_d[:, None] * L
+    bc_row = (pid_b * G + grp) * N * L + offs_n[:, None] * L
+
+    b = tl.zeros((BLOCK_D, BLOCK_N), tl.float32)
+    S = tl.zeros((BLOCK_D,), tl.float32)
+    for c in range(0, SEG_L // BLOCK_L):
+        l = k * SEG_L + c * BLOCK_L + offs_l
+        ml = l < L
+        m2 = mask_d[:, None] & ml[None, :]
+        mnext = mask_d[:, None] & (l + 1 < L)[None, :]
+        dt_next, _ = _delta(tl.load(delta_ptr + row + l[None, :] + 1, mask=mnext, other=0.0),
+                            mnext, bias[:, None], HAS_BIAS, SOFTPLUS)
+        dy = tl.load(dout_ptr + row + l[None, :], mask=m2, other=0.0).to(tl.float32)
+        if HAS_Z:
+            z = tl.load(z_ptr + row + l[None, :], mask=m2, other=0.0).to(tl.float32)
+            dy = dy * z * tl.sigmoid(z)
+        Ct = tl.load(C_ptr + bc_row + l[None, :], mask=mask_n[:, None] & ml[None, :],
+                     other=0.0).to(tl.float32)
+        S_t = S[:, None] + tl.cumsum(dt_next, axis=1) - dt_next
+        w = tl.exp2(S_t[:, None, :] * A2[:, :, None])
+        b += tl.sum(w * (dy[:, None, :] * Ct[None, :, :]), axis=2)
+        S += tl.sum(dt_next, axis=1)
+    seg = pid_b * n_seg + k
+    tl.store(seg_b_ptr + (seg * dim + offs_d[:, None]) * N + offs_n[None, :], b,
+             mask=mask_dn)
+    tl.store(seg_s_ptr + seg * dim + offs_d, S, mask=mask_d)
+
+
+@triton.jit
+def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, states_ptr,
+                dout_ptr, dlast_ptr, seg_b_ptr, seg_s_ptr,
+                du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+                dim, L, H, G, N, n_chunks, n_seg,
+                HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, PREFETCH: tl.constexpr,
+                SEG_CHUNKS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+                BLOCK_L: tl.constexpr):
+    # program_id(2) is the segment: chunks [c_lo, c_hi), walked in reverse
+    pid_d = tl.program_id(0)
+    pid_b = tl.program_id(1).to(tl.int64)
+    pid_s = tl.program_id(2)
+    c_lo = pid_s * SEG_CHUNKS
+    c_hi = tl.minimum(c_lo + SEG_CHUNKS, n_chunks)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
     offs_l = tl.arange(0, BLOCK_L)
@@ -200,12 +276,21 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
     bc_row = (pid_b * G + grp) * N * L + offs_n[:, None] * L
     st_row = ((pid_b * dim + offs_d[:, None]) * n_chunks) * N + offs_n[None, :]
     dn_off = (pid_b * dim + offs_d[:, None]) * N + offs_n[None, :]
+    seg = pid_b * n_seg + pid_s
+    seg_dn_off = (seg * dim + offs_d[:, None]) * N + offs_n[None, :]
     is_first = (offs_l == 0)[None, None, :]
 
     if HAS_DLAST:
         gcarry = tl.load(dlast_ptr + dn_off, mask=mask_dn, other=0.0).to(tl.float32)
     else:
         gcarry = tl.zeros((BLOCK_D, BLOCK_N), tl.float32)
+    # the adjoint entering from this segment's end: the later segments' maps, last first
+    for i in range(0, n_seg - 1 - pid_s):
+        k = pid_b * n_seg + n_seg - 1 - i
+        S_k = tl.load(seg_s_ptr + k * dim + offs_d, mask=mask_d, other=0.0)
+        b_k = tl.load(seg_b_ptr + (k * dim + offs_d[:, None]) * N + offs_n[None, :],
+                      mask=mask_dn, other=0.0)
+        gcarry = tl.exp2(S_k[:, None] * A2) * gcarry + b_k
     dA_acc = tl.zeros((BLOCK_D, BLOCK_N, BLOCK_L), tl.float32)  # reduced over L at the end
     dD_acc = tl.zeros((BLOCK_D,), tl.float32)
     dbias_acc = tl.zeros((BLOCK_D,), tl.float32)
@@ -215,20 +300,20 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
     # arithmetic in the program's serial walk over the chunks; it costs registers.
     if PREFETCH:
         h0_n, u_n, delta_n, delta_next_n, B_n, C_n, dout_n, z_n = _bwd_loads(
-            n_chunks - 1, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, states_ptr, dout_ptr, row,
-            bc_row, st_row, offs_l, mask_d, mask_n, mask_dn, L, N, HAS_Z, BLOCK_L)
-    for i in range(0, n_chunks):
-        c = n_chunks - 1 - i
+            c_hi - 1, c_lo, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, states_ptr, dout_ptr,
+            row, bc_row, st_row, offs_l, mask_d, mask_n, mask_dn, L, N, HAS_Z, BLOCK_L)
+    for i in range(0, c_hi - c_lo):
+        c = c_hi - 1 - i
         if PREFETCH:
             h0, u, delta, delta_next, Bt, Ct, dy, z = (h0_n, u_n, delta_n, delta_next_n, B_n,
                                                        C_n, dout_n, z_n)
             h0_n, u_n, delta_n, delta_next_n, B_n, C_n, dout_n, z_n = _bwd_loads(
-                c - 1, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, states_ptr, dout_ptr, row,
-                bc_row, st_row, offs_l, mask_d, mask_n, mask_dn, L, N, HAS_Z, BLOCK_L)
+                c - 1, c_lo, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, states_ptr, dout_ptr,
+                row, bc_row, st_row, offs_l, mask_d, mask_n, mask_dn, L, N, HAS_Z, BLOCK_L)
         else:
             h0, u, delta, delta_next, Bt, Ct, dy, z = _bwd_loads(
-                c, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, states_ptr, dout_ptr, row,
-                bc_row, st_row, offs_l, mask_d, mask_n, mask_dn, L, N, HAS_Z, BLOCK_L)
+                c, c_lo, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, states_ptr, dout_ptr,
+                row, bc_row, st_row, offs_l, mask_d, mask_n, mask_dn, L, N, HAS_Z, BLOCK_L)
         u = u.to(tl.float32)
         Bt = Bt.to(tl.float32)
         Ct = Ct.to(tl.float32)
@@ -286,11 +371,11 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
         tl.store(ddelta_ptr + row + l[None, :], ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
         tl.store(du_ptr + row + l[None, :], du.to(du_ptr.dtype.element_ty), mask=m2)
 
-    tl.store(dA_ptr + dn_off, tl.sum(dA_acc, axis=2), mask=mask_dn)
+    tl.store(dA_ptr + seg_dn_off, tl.sum(dA_acc, axis=2), mask=mask_dn)
     if HAS_D:
-        tl.store(dD_ptr + pid_b * dim + offs_d, dD_acc, mask=mask_d)
+        tl.store(dD_ptr + seg * dim + offs_d, dD_acc, mask=mask_d)
     if HAS_BIAS:
-        tl.store(dbias_ptr + pid_b * dim + offs_d, dbias_acc, mask=mask_d)
+        tl.store(dbias_ptr + seg * dim + offs_d, dbias_acc, mask=mask_d)
 
 
 def _block_d(requested: int, H: int) -> int:
@@ -359,27 +444,39 @@ def _launch_bwd(u, delta, A, B, C, D, z, delta_bias, states, dout, dlast, delta_
     du = torch.empty_like(u)
     ddelta = torch.empty_like(delta)
     dz = torch.empty_like(z) if z is not None else None
-    dA = torch.empty((batch, dim, N), **f32)
+    seg_chunks = bwd['SEG_L'] // bwd['BLOCK_L']
+    n_seg = triton.cdiv(n_chunks, seg_chunks)
+    # per batch element and segment, summed below
+    dA = torch.empty((batch, n_seg, dim, N), **f32)
     dB = torch.zeros(B.shape, **f32)
     dC = torch.zeros(C.shape, **f32)
-    dD = torch.empty((batch, dim), **f32) if D is not None else None
-    dbias = torch.empty((batch, dim), **f32) if delta_bias is not None else None
+    dD = torch.empty((batch, n_seg, dim), **f32) if D is not None else None
+    dbias = torch.empty((batch, n_seg, dim), **f32) if delta_bias is not None else None
     bd = _block_d(bwd['BLOCK_D'], H)
-    grid = (triton.cdiv(dim, bd), batch)
-    _bwd_kernel[grid](
+    flags = dict(HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+                 SOFTPLUS=bool(delta_softplus), BLOCK_D=bd, BLOCK_N=block_n,
+                 num_warps=bwd['num_warps'])
+    # each segment's map of the adjoint after it (row 0, the first segment's, unused)
+    seg_b = torch.empty((batch, n_seg, dim, N), **f32) if n_seg > 1 else dA
+    seg_s = torch.empty((batch, n_seg, dim), **f32) if n_seg > 1 else dA
+    if n_seg > 1:
+        _bwd_segment_kernel[(triton.cdiv(dim, bd), batch, n_seg - 1)](
+            delta, A, C, z if z is not None else u,
+            delta_bias if delta_bias is not None else u, dout, seg_b, seg_s,
+            dim, L, H, G, N, n_seg, SEG_L=bwd['SEG_L'],
+            BLOCK_L=math.gcd(bwd['SEG_L'], 64), **flags)
+    _bwd_kernel[(triton.cdiv(dim, bd), batch, n_seg)](
         u, delta, A, B, C, D if D is not None else u, z if z is not None else u,
         delta_bias if delta_bias is not None else u, states, dout,
-        dlast if dlast is not None else u,
+        dlast if dlast is not None else u, seg_b, seg_s,
         du, ddelta, dz if dz is not None else du, dA, dB, dC,
         dD if dD is not None else dA, dbias if dbias is not None else dA,
-        dim, L, H, G, N, n_chunks,
-        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-        SOFTPLUS=bool(delta_softplus), HAS_DLAST=dlast is not None,
-        PREFETCH=bwd['PREFETCH'], BLOCK_D=bd, BLOCK_N=block_n,
-        BLOCK_L=bwd['BLOCK_L'], num_warps=bwd['num_warps'])
-    return (du, ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
-            dD.sum(0).to(D.dtype) if D is not None else None, dz,
-            dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else None)
+        dim, L, H, G, N, n_chunks, n_seg,
+        HAS_D=D is not None, HAS_DLAST=dlast is not None, PREFETCH=bwd['PREFETCH'],
+        SEG_CHUNKS=seg_chunks, BLOCK_L=bwd['BLOCK_L'], **flags)
+    return (du, ddelta, dA.sum((0, 1)).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+            dD.sum((0, 1)).to(D.dtype) if D is not None else None, dz,
+            dbias.sum((0, 1)).to(delta_bias.dtype) if delta_bias is not None else None)
 
 
 class _SelectiveScanTriton(torch.autograd.Function):
