@@ -56,7 +56,27 @@ def scan_checks():
             softplus = case.get('optional', True)
             check_against_plain(make_inputs(**case), softplus, fn, 1e-5, 1e-5)
         n += len(cases)
-    return n + softplus_check()
+    return n + output_only_check() + softplus_check()
+
+
+def output_only_check():
+    """Without ``return_last_state`` (no final-state copy) the output and gradients are
+    those of the call that returns the final state too, bit for bit."""
+    sys.path.insert(0, HERE)
+    from test_selective_scan import make_inputs
+
+    from mmmambaout.ops.selective_scan.triton import selective_scan_triton
+    args = grouped(make_inputs(L=70, seed=5))
+    names = sorted(args)
+    results = []
+    for with_last in (False, True):
+        out = selective_scan_triton(**args, delta_softplus=True, return_last_state=with_last)
+        out = out[0] if with_last else out
+        results.append((out, torch.autograd.grad(out.sin().sum(), [args[k] for k in names])))
+    assert torch.equal(results[0][0], results[1][0])
+    for name, a, b in zip(names, results[0][1], results[1][1]):
+        assert torch.equal(a, b), name
+    return 1
 
 
 def scan_operator_checks():

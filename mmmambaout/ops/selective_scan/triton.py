@@ -16,9 +16,8 @@ layout for its kernel on an H100 (docs/selective_scan.md).
 The forward saves the state every backward chunk (batch, dim, chunks, N); the backward
 walks its chunks in reverse, recomputes each chunk's states from the saved one, and
 solves the adjoint recurrence ``g_t = C_t dy_t + exp(delta'_{t+1} A) g_{t+1}`` with a
-reverse scan. Gradients of B and C are reduced over the channels of a program and added
-atomically (float32); those of A, D and delta_bias are reduced per batch element (and
-segment) and summed afterwards.
+reverse scan. Gradients of B and C are reduced over the channels of a program, those of
+A, D and delta_bias over its steps, and added atomically (float32) into zeroed buffers.
 
 The backward splits the sequence into segments of ``SEG_L`` steps that run in parallel
 programs, so a long sequence is not one program's serial walk over all its chunks. The
@@ -276,8 +275,6 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
     bc_row = (pid_b * G + grp) * N * L + offs_n[:, None] * L
     st_row = ((pid_b * dim + offs_d[:, None]) * n_chunks) * N + offs_n[None, :]
     dn_off = (pid_b * dim + offs_d[:, None]) * N + offs_n[None, :]
-    seg = pid_b * n_seg + pid_s
-    seg_dn_off = (seg * dim + offs_d[:, None]) * N + offs_n[None, :]
     is_first = (offs_l == 0)[None, None, :]
 
     if HAS_DLAST:
@@ -371,11 +368,12 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
         tl.store(ddelta_ptr + row + l[None, :], ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
         tl.store(du_ptr + row + l[None, :], du.to(du_ptr.dtype.element_ty), mask=m2)
 
-    tl.store(dA_ptr + seg_dn_off, tl.sum(dA_acc, axis=2), mask=mask_dn)
+    tl.atomic_add(dA_ptr + offs_d[:, None] * N + offs_n[None, :], tl.sum(dA_acc, axis=2),
+                  mask=mask_dn)
     if HAS_D:
-        tl.store(dD_ptr + seg * dim + offs_d, dD_acc, mask=mask_d)
+        tl.atomic_add(dD_ptr + offs_d, dD_acc, mask=mask_d)
     if HAS_BIAS:
-        tl.store(dbias_ptr + seg * dim + offs_d, dbias_acc, mask=mask_d)
+        tl.atomic_add(dbias_ptr + offs_d, dbias_acc, mask=mask_d)
 
 
 def _block_d(requested: int, H: int) -> int:
@@ -391,6 +389,18 @@ def _n_saved(L, dtype: torch.dtype):
     chunk); ``L`` may be symbolic (``torch.compile``)."""
     save_l = _configs(dtype)[1]['BLOCK_L']
     return (L + save_l - 1) // save_l
+
+
+def _buffer_views(alloc, *shapes):
+    """Contiguous tensors of the given shapes, views of one buffer ``alloc(numel)`` (one
+    allocation, and one memset where ``alloc`` zeroes); each starts 64-byte aligned for
+    4-byte elements, as the kernels' pointer specialisation prefers."""
+    starts, total = [], 0
+    for shape in shapes:
+        starts.append(total)
+        total += -(-math.prod(shape) // 16) * 16
+    buffer = alloc(total)
+    return [buffer[s:s + math.prod(shape)].view(shape) for s, shape in zip(starts, shapes)]
 
 
 def _contiguous(*tensors):
@@ -424,10 +434,12 @@ def _launch_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     return out, states
 
 
-def _launch_bwd(u, delta, A, B, C, D, z, delta_bias, states, dout, dlast, delta_softplus):
+def _launch_bwd(u, delta, A, B, C, D, z, delta_bias, states, dout, dlast, delta_softplus,
+                one_buffer=True):
     """Gradients of u, delta, A, B, C, D, z, delta_bias (None for an absent optional
     input); ``dout`` None means zero, ``dlast`` (the final state's gradient) may be None.
-    Contiguous inputs, as saved by the forward."""
+    Contiguous inputs, as saved by the forward. ``one_buffer``: the float32 gradients
+    are views of shared buffers (an operator's outputs may not alias: False there)."""
     batch, dim, L = u.shape
     G, N = B.shape[1], B.shape[2]
     H = dim // G
@@ -446,20 +458,23 @@ def _launch_bwd(u, delta, A, B, C, D, z, delta_bias, states, dout, dlast, delta_
     dz = torch.empty_like(z) if z is not None else None
     seg_chunks = bwd['SEG_L'] // bwd['BLOCK_L']
     n_seg = triton.cdiv(n_chunks, seg_chunks)
-    # per batch element and segment, summed below
-    dA = torch.empty((batch, n_seg, dim, N), **f32)
-    dB = torch.zeros(B.shape, **f32)
-    dC = torch.zeros(C.shape, **f32)
-    dD = torch.empty((batch, n_seg, dim), **f32) if D is not None else None
-    dbias = torch.empty((batch, n_seg, dim), **f32) if delta_bias is not None else None
+    # the gradients that programs add atomically, zeroed; in eager mode two buffers (one
+    # memset each): B's and C's, and the parameters' (which outlive the step as .grad)
+    def zeros(*shapes):
+        if one_buffer:
+            return _buffer_views(lambda n: torch.zeros(n, **f32), *shapes)
+        return [torch.zeros(shape, **f32) for shape in shapes]
+    dB, dC = zeros(B.shape, C.shape)
+    dA, dD, dbias = zeros((dim, N), (dim, ), (dim, ))
     bd = _block_d(bwd['BLOCK_D'], H)
     flags = dict(HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
                  SOFTPLUS=bool(delta_softplus), BLOCK_D=bd, BLOCK_N=block_n,
                  num_warps=bwd['num_warps'])
     # each segment's map of the adjoint after it (row 0, the first segment's, unused)
-    seg_b = torch.empty((batch, n_seg, dim, N), **f32) if n_seg > 1 else dA
-    seg_s = torch.empty((batch, n_seg, dim), **f32) if n_seg > 1 else dA
+    seg_b = seg_s = dA
     if n_seg > 1:
+        seg_b, seg_s = _buffer_views(lambda n: torch.empty(n, **f32),
+                                     (batch, n_seg, dim, N), (batch, n_seg, dim))
         _bwd_segment_kernel[(triton.cdiv(dim, bd), batch, n_seg - 1)](
             delta, A, C, z if z is not None else u,
             delta_bias if delta_bias is not None else u, dout, seg_b, seg_s,
@@ -469,32 +484,33 @@ def _launch_bwd(u, delta, A, B, C, D, z, delta_bias, states, dout, dlast, delta_
         u, delta, A, B, C, D if D is not None else u, z if z is not None else u,
         delta_bias if delta_bias is not None else u, states, dout,
         dlast if dlast is not None else u, seg_b, seg_s,
-        du, ddelta, dz if dz is not None else du, dA, dB, dC,
-        dD if dD is not None else dA, dbias if dbias is not None else dA,
+        du, ddelta, dz if dz is not None else du, dA, dB, dC, dD, dbias,
         dim, L, H, G, N, n_chunks, n_seg,
         HAS_D=D is not None, HAS_DLAST=dlast is not None, PREFETCH=bwd['PREFETCH'],
         SEG_CHUNKS=seg_chunks, BLOCK_L=bwd['BLOCK_L'], **flags)
-    return (du, ddelta, dA.sum((0, 1)).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
-            dD.sum((0, 1)).to(D.dtype) if D is not None else None, dz,
-            dbias.sum((0, 1)).to(delta_bias.dtype) if delta_bias is not None else None)
+    return (du, ddelta, dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+            dD.to(D.dtype) if D is not None else None, dz,
+            dbias.to(delta_bias.dtype) if delta_bias is not None else None)
 
 
 class _SelectiveScanTriton(torch.autograd.Function):
     """The scan in eager mode (the cheaper call: an operator's dispatch costs more)."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
         inputs = _contiguous(u, delta, A, B, C, D, z, delta_bias)   # copied once, saved
         out, states = _launch_fwd(*inputs, delta_softplus)
         ctx.save_for_backward(*inputs, states)
         ctx.delta_softplus = bool(delta_softplus)
         ctx.set_materialize_grads(False)
+        if not return_last_state:
+            return out
         # a copy: a view would keep every saved state alive with the final one
         return out, states[:, :, -1].clone()
 
     @staticmethod
-    def backward(ctx, dout, dlast):
-        return _launch_bwd(*ctx.saved_tensors, dout, dlast, ctx.delta_softplus) + (None, )
+    def backward(ctx, dout, dlast=None):
+        return _launch_bwd(*ctx.saved_tensors, dout, dlast, ctx.delta_softplus) + (None, None)
 
 
 # Inside torch.compile the scan is two custom operators (``torch.ops.mmmambaout.
@@ -535,7 +551,7 @@ if _OPERATORS:
         """:func:`_launch_bwd`'s gradients, an empty tensor for an absent input's
         (operators return tensors)."""
         grads = _launch_bwd(*_contiguous(u, delta, A, B, C, D, z, delta_bias, states),
-                            dout, dlast, delta_softplus)
+                            dout, dlast, delta_softplus, one_buffer=False)
         return [g if g is not None else u.new_empty((0, )) for g in grads]
 
     @_scan_bwd.register_fake
@@ -575,7 +591,10 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
         u, delta, A, B, C, D, z, delta_bias = _contiguous(u, delta, A, B, C, D, z, delta_bias)
         out, _, last_state = torch.ops.mmmambaout.selective_scan_fwd(
             u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus))
-    else:
+    elif return_last_state:
         out, last_state = _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias,
-                                                     delta_softplus)
+                                                     delta_softplus, True)
+    else:
+        return _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias,
+                                          delta_softplus, False)
     return (out, last_state) if return_last_state else out
