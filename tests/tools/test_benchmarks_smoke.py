@@ -196,11 +196,12 @@ def test_benchmark_scan_times_an_earlier_revisions_kernels(run_script, monkeypat
     monkeypatch.setenv('TRITON_INTERPRET', '1')
     proc = run_script('tools/analysis/benchmark_scan.py', '--device', 'cpu', '--backends',
                       'reference', '--triton-at', 'HEAD', '--lengths', 20, '--dtypes', 'fp32',
-                      '--dim', 4, '--N', 2, '--reps', 1)
+                      '--dim', 4, '--N', 2, '--reps', 1, '--profile')
     assert proc.returncode == 0, proc.stderr[-3000:]
     for backend in ('reference', r'triton@HEAD'):
-        assert re.search(rf'^\| {backend} \| 20 \| fp32 \| [\d.]+ \| n/a \| [\d.]+ \|', proc.stdout,
-                         re.M), proc.stdout
+        # --profile's GPU column: n/a on the CPU
+        assert re.search(rf'^\| {backend} \| 20 \| fp32 \| [\d.]+ \| n/a \| [\d.]+ \|.* n/a \|$',
+                         proc.stdout, re.M), proc.stdout
     assert re.search(r'^triton@HEAD: the Triton kernels of commit [0-9a-f]{40}$', proc.stdout,
                      re.M)
     for rev in ('no-such-revision', '--help'):
@@ -223,3 +224,48 @@ def test_an_earlier_revisions_scan_operators_do_not_replace_todays(load_script):
     assert OPDEFS['mmmambaout::selective_scan_bwd'] is today._scan_bwd
     assert OPDEFS[f'{namespace}::selective_scan_fwd'] is earlier._scan_fwd
     assert earlier._scan_fwd is not today._scan_fwd
+
+
+def test_benchmark_scan_sweep_picks_the_fastest_configs(load_script, monkeypatch):
+    # the sweep's choice, with made-up times in place of kernels: the forward config by
+    # forward time, the backward one by fwd+bwd time, then the segment length (multiples
+    # of the chosen BLOCK_L, the last one covering L); defaults restored without --tune
+    pytest.importorskip('triton')
+    from types import SimpleNamespace
+
+    import torch
+
+    from mmmambaout.ops.selective_scan import triton as tri
+    module = load_script('tools/analysis/benchmark_scan.py')
+    default = {k: {s: dict(c) for s, c in v.items()} for k, v in tri.CONFIGS.items()}
+    fast_fwd = dict(BLOCK_L=32, BLOCK_D=2, num_warps=1)
+    seen_segments = []
+
+    def fake_bench(fn, device, reps=None, **kw):
+        return 1.0 if tri.CONFIGS['float32']['fwd'] == fast_fwd else 2.0
+
+    def fake_run_case(backend, inputs, device, reps, earlier=None):
+        bwd = tri.CONFIGS['float32']['bwd']
+        assert tri.CONFIGS['float32']['fwd'] == fast_fwd
+        assert bwd['SEG_L'] % bwd['BLOCK_L'] == 0
+        t = 5.0 - (bwd['BLOCK_L'] == 32) - (bwd['BLOCK_D'] == 8)
+        if (bwd['BLOCK_L'], bwd['BLOCK_D']) == (32, 8):
+            seen_segments.append(bwd['SEG_L'])
+            t -= (bwd['SEG_L'] == 128)
+        return 0.5, t, None, None
+
+    monkeypatch.setattr(module, 'bench', fake_bench)
+    monkeypatch.setattr(module, 'run_case', fake_run_case)
+    args = SimpleNamespace(lengths=[300], dtypes=['fp32'], batch=1, dim=4, N=2)
+    try:
+        module.sweep(args, torch.device('cpu'), apply_best=True)
+        assert tri.CONFIGS['float32']['fwd'] == fast_fwd
+        assert tri.CONFIGS['float32']['bwd'] == dict(default['float32']['bwd'], BLOCK_L=32,
+                                                     BLOCK_D=8, num_warps=4, SEG_L=128)
+        # the grid's (32, 8, 4) once with the default SEG_L, then each segment length
+        assert seen_segments == [256, 64, 128, 256, 320]
+        module.sweep(args, torch.device('cpu'), apply_best=False)
+        assert tri.CONFIGS['float32']['bwd']['SEG_L'] == 128   # what --tune had left
+    finally:
+        tri.CONFIGS.clear()
+        tri.CONFIGS.update(default)

@@ -15,6 +15,7 @@ at ImageNet resolution (L 197), with softplus, z, D and delta_bias.
     python tools/analysis/benchmark_scan.py --sweep              # Triton launch configs
     python tools/analysis/benchmark_scan.py --device cpu --lengths 197 --dtypes fp32
     python tools/analysis/benchmark_scan.py --backends triton --triton-at 709f39e
+    python tools/analysis/benchmark_scan.py --profile            # + GPU time: host-bound?
 
 ``--triton-at REV`` also times the Triton kernels as they were at git revision REV (backend
 ``triton@REV``), in the same process as today's: a kernel change against its parent.
@@ -161,8 +162,26 @@ def bench(fn, device, reps=None, warmup=3, slow=False):
     return times[len(times) // 2]
 
 
-def run_case(backend, args, device, reps, earlier=None):
-    """``earlier``: {'triton@REV': module} of :func:`triton_kernels_at`."""
+def kernel_ms(fn, device, iters=10):
+    """Milliseconds per call that the GPU spends in what ``fn`` launches (kernels,
+    memsets, copies; torch.profiler), against which a wall time shows the host's share;
+    None off CUDA."""
+    if device.type != 'cuda':
+        return None
+    from torch.profiler import ProfilerActivity, profile
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            fn()
+        torch.cuda.synchronize()
+    return sum(e.self_device_time_total for e in prof.key_averages()) / iters / 1e3
+
+
+def run_case(backend, args, device, reps, earlier=None, profile=False):
+    """``earlier``: {'triton@REV': module} of :func:`triton_kernels_at`. Returns the
+    forward and forward+backward milliseconds, the peak memory and that above the
+    inputs, and with ``profile`` the forward+backward's GPU time (:func:`kernel_ms`)."""
     names = list(args)
     grad_out = torch.randn_like(args['u'])
 
@@ -196,6 +215,8 @@ def run_case(backend, args, device, reps, earlier=None):
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated(device)
         above = peak - base
+    if profile:
+        return t_fwd, t_fb, peak, above, kernel_ms(fwd_bwd, device)
     return t_fwd, t_fb, peak, above
 
 
@@ -226,8 +247,9 @@ def header(device):
 def sweep(args_ns, device, apply_best=False):
     """Time Triton launch configs at the first length, for each dtype: the forward config
     (chunk length, channels per program, warps) by forward time, then the backward config
-    by forward+backward time with the fastest forward. With ``apply_best``, keep the
-    fastest configs for the table."""
+    by forward+backward time with the fastest forward, then the backward's segment length
+    with the fastest of those. With ``apply_best``, keep the fastest configs for the
+    table."""
     from mmmambaout.ops.selective_scan import triton as tri
     L = args_ns.lengths[0]
     grid = [(bl, bd, nw) for bl in (16, 32, 64) for bd, nw in
@@ -251,14 +273,29 @@ def sweep(args_ns, device, apply_best=False):
         cfg['fwd'] = best_fwd[1]
         best = None
         for bl, bd, nw in grid:
-            cfg['bwd'] = dict(BLOCK_L=bl, BLOCK_D=bd, num_warps=nw,
-                              PREFETCH=default['bwd']['PREFETCH'])
+            cfg['bwd'] = dict(default['bwd'], BLOCK_L=bl, BLOCK_D=bd, num_warps=nw)
+            if cfg['bwd']['SEG_L'] % bl:
+                cfg['bwd']['SEG_L'] = bl * -(-cfg['bwd']['SEG_L'] // bl)
             _, t_fb, _, _ = run_case('triton', inputs, device, None)
             print(f'L={L} {dname} fwd {cfg["fwd"]} bwd {cfg["bwd"]}: fwd+bwd {t_fb:.3f} ms',
                   flush=True)
             rows.append(dict(L=L, dtype=dname, fwd=dict(cfg['fwd']), bwd=dict(cfg['bwd']),
                              fwd_bwd_ms=t_fb))
             if best is None or t_fb < best[0]:
+                best = (t_fb, dict(cfg['bwd']))
+        cfg['bwd'] = best[1]
+        # then the backward's segment length with that config; the last one, at least L,
+        # is one segment (no parallel segments)
+        block_l = cfg['bwd']['BLOCK_L']
+        whole = -(-L // block_l) * block_l
+        for seg_l in sorted({x for x in (64, 128, 256, 512, 1024, 2048) if x % block_l == 0
+                             and x < whole} | {whole}):
+            cfg['bwd'] = dict(best[1], SEG_L=seg_l)
+            _, t_fb, _, _ = run_case('triton', inputs, device, None)
+            print(f'L={L} {dname} bwd {cfg["bwd"]}: fwd+bwd {t_fb:.3f} ms', flush=True)
+            rows.append(dict(L=L, dtype=dname, fwd=dict(cfg['fwd']), bwd=dict(cfg['bwd']),
+                             fwd_bwd_ms=t_fb))
+            if t_fb < best[0]:
                 best = (t_fb, dict(cfg['bwd']))
         print(f'best {dname}: fwd {cfg["fwd"]} ({best_fwd[0]:.3f} ms) bwd {best[1]} '
               f'(fwd+bwd {best[0]:.3f} ms)', flush=True)
@@ -286,6 +323,9 @@ def main():
                    help='sweep, then run the table with the fastest Triton config')
     p.add_argument('--naive-dtypes', nargs='+', default=['fp32'],
                    help='dtypes for which to time the naive loop')
+    p.add_argument('--profile', action='store_true',
+                   help='add the GPU time of forward+backward (torch.profiler): the rest '
+                        'of the wall time is the host')
     p.add_argument('--json', default=None, help='also write the rows to this file')
     p.add_argument('--triton-at', nargs='+', default=[], metavar='REV',
                    help='also time the Triton kernels of these git revisions (triton@REV)')
@@ -314,8 +354,8 @@ def main():
     backends = (a.backends or list(available_backends(device)) + ['naive']) + list(earlier)
     rows = []
     print('| backend | L | dtype | fwd ms | fwd roofline ms | fwd+bwd ms | fwd+bwd roofline ms '
-          '| peak MiB (above inputs) |')
-    print('|---|---|---|---|---|---|---|---|')
+          '| peak MiB (above inputs) |' + (' fwd+bwd GPU ms |' if a.profile else ''))
+    print('|---|---|---|---|---|---|---|---|' + ('---|' if a.profile else ''))
     for L in a.lengths:
         for dname in a.dtypes:
             dtype = DTYPES[dname]
@@ -326,8 +366,8 @@ def main():
                     continue
                 reps = a.reps if backend != 'naive' else (a.reps or 2)
                 try:
-                    t_fwd, t_fb, peak, above = run_case(backend, inputs, device, reps,
-                                                        earlier)
+                    t_fwd, t_fb, peak, above, *gpu = run_case(backend, inputs, device, reps,
+                                                              earlier, a.profile)
                 except Exception as exc:
                     print(f'| {backend} | {L} | {dname} | failed: {type(exc).__name__}: '
                           f'{str(exc)[:200]} |||||', flush=True)
@@ -340,10 +380,11 @@ def main():
                        else 'n/a')
                 fmt = (lambda x: f'{x:.3f}' if x is not None else 'n/a')
                 print(f'| {backend} | {L} | {dname} | {t_fwd:.3f} | {fmt(rf)} | {t_fb:.3f} | '
-                      f'{fmt(rb)} | {mem} |', flush=True)
+                      f'{fmt(rb)} | {mem} |' + (f' {fmt(gpu[0])} |' if gpu else ''), flush=True)
                 rows.append(dict(backend=backend, L=L, dtype=dname, fwd_ms=t_fwd,
                                  fwd_roofline_ms=rf, fwd_bwd_ms=t_fb, fwd_bwd_roofline_ms=rb,
-                                 peak_bytes=peak, peak_above_inputs_bytes=above))
+                                 peak_bytes=peak, peak_above_inputs_bytes=above,
+                                 fwd_bwd_gpu_ms=gpu[0] if gpu else None))
     if a.json:
         with open(a.json, 'w') as f:
             json.dump(dict(header=header(device), bandwidth=bw, rows=rows), f, indent=1)
