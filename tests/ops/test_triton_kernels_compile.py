@@ -76,9 +76,13 @@ def test_gated_conv_mixer_kernels_compile(launches, dtype):
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize('optional', [True, False])
-def test_selective_scan_kernels_compile(launches, dtype, optional):
-    from mmmambaout.ops.selective_scan.triton import _launch_bwd, _launch_fwd
-    batch, dim, L, G, N = 2, 8, 300, 2, 16   # two backward segments: three kernels
+def test_selective_scan_kernels_compile(launches, dtype, optional, monkeypatch):
+    from mmmambaout.ops.selective_scan.triton import CONFIGS, _launch_bwd, _launch_fwd
+    # segments in both directions: four kernels
+    for cfg in CONFIGS.values():
+        monkeypatch.setitem(cfg['fwd'], 'SEG_L', 128)
+        monkeypatch.setitem(cfg['bwd'], 'SEG_L', 256)
+    batch, dim, L, G, N = 2, 8, 300, 2, 16
     u, delta, z = (torch.rand(batch, dim, L, dtype=dtype) for _ in range(3))
     A = -torch.rand(dim, N)
     B, C = (torch.rand(batch, G, N, L, dtype=dtype) for _ in range(2))
@@ -87,4 +91,4 @@ def test_selective_scan_kernels_compile(launches, dtype, optional):
     out, states = _launch_fwd(u, delta, A, B, C, *opt, True)
     _launch_bwd(u, delta, A, B, C, *opt, states, out, states[:, :, -1] if optional else None,
                 True)
-    assert compile_all(launches) == 3
+    assert compile_all(launches) == 4

@@ -39,19 +39,22 @@ def scan_checks():
 
     # the forward's chunk longer than, shorter than and equal to the saved-state interval
     # (the backward's chunk), with channel blocks of 1, 2 and 4, the backward's loads one
-    # chunk ahead or not, its segments one chunk long, several chunks long, and longer
-    # than any case's sequence
+    # chunk ahead or not; segments (forward, backward) one chunk long, several chunks
+    # long, longer than any case's sequence, or none
     n = 0
-    for fwd_l, bwd_l, block_d, prefetch, seg_l in ((64, 16, 4, True, 32),
-                                                   (16, 32, 2, False, 64),
-                                                   (32, 32, 1, True, 32),
-                                                   (16, 16, 2, False, 512)):
-        CONFIGS['float32'] = dict(fwd=dict(BLOCK_L=fwd_l, BLOCK_D=block_d, num_warps=1),
+    for fwd_l, bwd_l, block_d, prefetch, fwd_seg, bwd_seg in (
+            (64, 16, 4, True, 64, 32), (16, 32, 2, False, 32, 64),
+            (32, 32, 1, True, None, 32), (16, 16, 2, False, 512, None)):
+        CONFIGS['float32'] = dict(fwd=dict(BLOCK_L=fwd_l, BLOCK_D=block_d, num_warps=1,
+                                           SEG_L=fwd_seg),
                                   bwd=dict(BLOCK_L=bwd_l, BLOCK_D=block_d, num_warps=1,
-                                           PREFETCH=prefetch, SEG_L=seg_l))
+                                           PREFETCH=prefetch, SEG_L=bwd_seg))
         longest = max(fwd_l, bwd_l)
+        # delta' up to about 200 next to small ones over several segments: the segment
+        # maps' sums must not lose the small ones
         cases = [dict(L=1), dict(L=longest + 5), dict(L=2 * longest, groups=2, dim=8),
-                 dict(L=23, optional=False), dict(L=19, delta_scale=200.0)]
+                 dict(L=23, optional=False), dict(L=19, delta_scale=200.0),
+                 dict(L=3 * longest + 1, delta_scale=200.0, dim=2, N=3)]
         for case in cases:
             softplus = case.get('optional', True)
             check_against_plain(make_inputs(**case), softplus, fn, 1e-5, 1e-5)

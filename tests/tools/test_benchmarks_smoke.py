@@ -228,8 +228,9 @@ def test_an_earlier_revisions_scan_operators_do_not_replace_todays(load_script):
 
 def test_benchmark_scan_sweep_picks_the_fastest_configs(load_script, monkeypatch):
     # the sweep's choice, with made-up times in place of kernels: the forward config by
-    # forward time, the backward one by fwd+bwd time, then the segment length (multiples
-    # of the chosen BLOCK_L, the last one covering L); defaults restored without --tune
+    # forward time, the backward one by fwd+bwd time, then the backward's segment length
+    # (multiples of its BLOCK_L shorter than L, then one segment), then the forward's;
+    # the defaults restored without --tune
     pytest.importorskip('triton')
     from types import SimpleNamespace
 
@@ -239,18 +240,24 @@ def test_benchmark_scan_sweep_picks_the_fastest_configs(load_script, monkeypatch
     module = load_script('tools/analysis/benchmark_scan.py')
     default = {k: {s: dict(c) for s, c in v.items()} for k, v in tri.CONFIGS.items()}
     fast_fwd = dict(BLOCK_L=32, BLOCK_D=2, num_warps=1)
-    seen_segments = []
+    segments = {'fwd': [], 'bwd': []}
 
     def fake_bench(fn, device, reps=None, **kw):
-        return 1.0 if tri.CONFIGS['float32']['fwd'] == fast_fwd else 2.0
+        fwd = dict(tri.CONFIGS['float32']['fwd'])
+        seg_l = fwd.pop('SEG_L')
+        if fwd != fast_fwd:
+            assert seg_l is None
+            return 2.0
+        segments['fwd'].append(seg_l)
+        return 1.0 - 0.5 * (seg_l == 256)
 
     def fake_run_case(backend, inputs, device, reps, earlier=None):
         bwd = tri.CONFIGS['float32']['bwd']
-        assert tri.CONFIGS['float32']['fwd'] == fast_fwd
-        assert bwd['SEG_L'] % bwd['BLOCK_L'] == 0
+        assert tri.CONFIGS['float32']['fwd'] == dict(fast_fwd, SEG_L=None)
+        assert bwd['SEG_L'] is None or bwd['SEG_L'] % bwd['BLOCK_L'] == 0
         t = 5.0 - (bwd['BLOCK_L'] == 32) - (bwd['BLOCK_D'] == 8)
         if (bwd['BLOCK_L'], bwd['BLOCK_D']) == (32, 8):
-            seen_segments.append(bwd['SEG_L'])
+            segments['bwd'].append(bwd['SEG_L'])
             t -= (bwd['SEG_L'] == 128)
         return 0.5, t, None, None
 
@@ -259,11 +266,12 @@ def test_benchmark_scan_sweep_picks_the_fastest_configs(load_script, monkeypatch
     args = SimpleNamespace(lengths=[300], dtypes=['fp32'], batch=1, dim=4, N=2)
     try:
         module.sweep(args, torch.device('cpu'), apply_best=True)
-        assert tri.CONFIGS['float32']['fwd'] == fast_fwd
+        assert tri.CONFIGS['float32']['fwd'] == dict(fast_fwd, SEG_L=256)
         assert tri.CONFIGS['float32']['bwd'] == dict(default['float32']['bwd'], BLOCK_L=32,
                                                      BLOCK_D=8, num_warps=4, SEG_L=128)
         # the grid's (32, 8, 4) once with the default SEG_L, then each segment length
-        assert seen_segments == [256, 64, 128, 256, 320]
+        assert segments['bwd'] == [256, 64, 128, 256, None]
+        assert segments['fwd'] == [None, 64, 128, 256, None]
         module.sweep(args, torch.device('cpu'), apply_best=False)
         assert tri.CONFIGS['float32']['bwd']['SEG_L'] == 128   # what --tune had left
     finally:

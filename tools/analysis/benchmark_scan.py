@@ -244,17 +244,29 @@ def header(device):
     return lines
 
 
+def segment_lengths(L, multiple):
+    """Segment lengths to try: multiples of ``multiple`` from 64 to 2048 shorter than
+    ``L``, then None (one segment, no parallel segments)."""
+    return [x for x in (64, 128, 256, 512, 1024, 2048) if x % multiple == 0 and x < L] + [None]
+
+
 def sweep(args_ns, device, apply_best=False):
     """Time Triton launch configs at the first length, for each dtype: the forward config
-    (chunk length, channels per program, warps) by forward time, then the backward config
-    by forward+backward time with the fastest forward, then the backward's segment length
-    with the fastest of those. With ``apply_best``, keep the fastest configs for the
-    table."""
+    (chunk length, channels per program, warps; one segment) by forward time, then the
+    backward config by forward+backward time with the fastest forward, then the
+    backward's segment length, then the forward's. With ``apply_best``, keep the fastest
+    configs for the table."""
     from mmmambaout.ops.selective_scan import triton as tri
     L = args_ns.lengths[0]
     grid = [(bl, bd, nw) for bl in (16, 32, 64) for bd, nw in
             ((1, 1), (2, 1), (2, 2), (4, 1), (4, 2), (4, 4), (8, 4))]
     rows = []
+
+    def fwd_time():
+        with torch.no_grad():
+            return bench(lambda: selective_scan(**inputs, delta_softplus=True,
+                                                backend='triton'), device)
+
     for dname in args_ns.dtypes:
         key = 'float32' if dname == 'fp32' else '16bit'
         cfg = tri.CONFIGS[key]
@@ -262,44 +274,48 @@ def sweep(args_ns, device, apply_best=False):
         inputs = make_inputs(args_ns.batch, args_ns.dim, args_ns.N, L, DTYPES[dname], device)
         best_fwd = None
         for bl, bd, nw in grid:
-            cfg['fwd'] = dict(BLOCK_L=bl, BLOCK_D=bd, num_warps=nw)
-            with torch.no_grad():
-                t = bench(lambda: selective_scan(**inputs, delta_softplus=True,
-                                                 backend='triton'), device)
+            cfg['fwd'] = dict(BLOCK_L=bl, BLOCK_D=bd, num_warps=nw, SEG_L=None)
+            t = fwd_time()
             print(f'L={L} {dname} fwd {cfg["fwd"]}: {t:.3f} ms', flush=True)
             rows.append(dict(L=L, dtype=dname, fwd=dict(cfg['fwd']), fwd_ms=t))
             if best_fwd is None or t < best_fwd[0]:
                 best_fwd = (t, dict(cfg['fwd']))
         cfg['fwd'] = best_fwd[1]
         best = None
-        for bl, bd, nw in grid:
-            cfg['bwd'] = dict(default['bwd'], BLOCK_L=bl, BLOCK_D=bd, num_warps=nw)
-            if cfg['bwd']['SEG_L'] % bl:
-                cfg['bwd']['SEG_L'] = bl * -(-cfg['bwd']['SEG_L'] // bl)
-            _, t_fb, _, _ = run_case('triton', inputs, device, None)
-            print(f'L={L} {dname} fwd {cfg["fwd"]} bwd {cfg["bwd"]}: fwd+bwd {t_fb:.3f} ms',
-                  flush=True)
-            rows.append(dict(L=L, dtype=dname, fwd=dict(cfg['fwd']), bwd=dict(cfg['bwd']),
-                             fwd_bwd_ms=t_fb))
-            if best is None or t_fb < best[0]:
-                best = (t_fb, dict(cfg['bwd']))
+        # the backward's configs (the default segment length, where it fits), then its
+        # segment lengths with the fastest
+        configs = [dict(default['bwd'], BLOCK_L=bl, BLOCK_D=bd, num_warps=nw)
+                   for bl, bd, nw in grid]
+        for c in configs:
+            if c['SEG_L'] is not None and c['SEG_L'] % c['BLOCK_L']:
+                c['SEG_L'] = None
+        for stage in ('config', 'SEG_L'):
+            if stage == 'SEG_L':
+                configs = [dict(best[1], SEG_L=x)
+                           for x in segment_lengths(L, best[1]['BLOCK_L'])]
+            for c in configs:
+                cfg['bwd'] = c
+                _, t_fb, _, _ = run_case('triton', inputs, device, None)
+                print(f'L={L} {dname} fwd {cfg["fwd"]} bwd {c}: fwd+bwd {t_fb:.3f} ms',
+                      flush=True)
+                rows.append(dict(L=L, dtype=dname, fwd=dict(cfg['fwd']), bwd=dict(c),
+                                 fwd_bwd_ms=t_fb))
+                if best is None or t_fb < best[0]:
+                    best = (t_fb, dict(c))
         cfg['bwd'] = best[1]
-        # then the backward's segment length with that config; the last one, at least L,
-        # is one segment (no parallel segments)
-        block_l = cfg['bwd']['BLOCK_L']
-        whole = -(-L // block_l) * block_l
-        for seg_l in sorted({x for x in (64, 128, 256, 512, 1024, 2048) if x % block_l == 0
-                             and x < whole} | {whole}):
-            cfg['bwd'] = dict(best[1], SEG_L=seg_l)
-            _, t_fb, _, _ = run_case('triton', inputs, device, None)
-            print(f'L={L} {dname} bwd {cfg["bwd"]}: fwd+bwd {t_fb:.3f} ms', flush=True)
-            rows.append(dict(L=L, dtype=dname, fwd=dict(cfg['fwd']), bwd=dict(cfg['bwd']),
-                             fwd_bwd_ms=t_fb))
-            if t_fb < best[0]:
-                best = (t_fb, dict(cfg['bwd']))
+        # the forward's segment length: a multiple of its chunk and of the saved-state
+        # interval (the backward's chunk)
+        multiple = math.lcm(cfg['fwd']['BLOCK_L'], cfg['bwd']['BLOCK_L'])
+        for x in segment_lengths(L, multiple):
+            cfg['fwd'] = dict(best_fwd[1], SEG_L=x)
+            t = fwd_time()
+            print(f'L={L} {dname} fwd {cfg["fwd"]}: {t:.3f} ms', flush=True)
+            rows.append(dict(L=L, dtype=dname, fwd=dict(cfg['fwd']), fwd_ms=t))
+            if t < best_fwd[0]:
+                best_fwd = (t, dict(cfg['fwd']))
+        cfg['fwd'] = best_fwd[1]
         print(f'best {dname}: fwd {cfg["fwd"]} ({best_fwd[0]:.3f} ms) bwd {best[1]} '
-              f'(fwd+bwd {best[0]:.3f} ms)', flush=True)
-        cfg['bwd'] = best[1]
+              f'(fwd+bwd {best[0]:.3f} ms, with the forward before its segments)', flush=True)
         if not apply_best:
             cfg.update(default)
     return rows

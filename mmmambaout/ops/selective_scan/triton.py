@@ -41,12 +41,13 @@ __all__ = ['selective_scan_triton', 'CONFIGS']
 #: docs/selective_scan.md). The backward's ``BLOCK_L`` is also the interval at which the
 #: forward saves the state, so the two chunk lengths are independent. The backward's
 #: ``PREFETCH`` (loads one chunk ahead) is off for 16-bit inputs, where it raises the
-#: registers from 168 to 244 (sm_90), fewer programs per SM. ``SEG_L`` (a multiple of the
-#: backward's ``BLOCK_L``) is the length of the segments the backward runs in parallel.
+#: registers from 168 to 244 (sm_90), fewer programs per SM. ``SEG_L`` is the length of
+#: the segments a kernel runs in parallel programs (None: one segment): the backward's a
+#: multiple of its ``BLOCK_L``, the forward's a multiple of both ``BLOCK_L``.
 CONFIGS = {
-    'float32': dict(fwd=dict(BLOCK_L=64, BLOCK_D=4, num_warps=2),
+    'float32': dict(fwd=dict(BLOCK_L=64, BLOCK_D=4, num_warps=2, SEG_L=None),
                     bwd=dict(BLOCK_L=16, BLOCK_D=4, num_warps=2, PREFETCH=True, SEG_L=256)),
-    '16bit': dict(fwd=dict(BLOCK_L=64, BLOCK_D=1, num_warps=1),
+    '16bit': dict(fwd=dict(BLOCK_L=64, BLOCK_D=1, num_warps=1, SEG_L=None),
                   bwd=dict(BLOCK_L=16, BLOCK_D=2, num_warps=2, PREFETCH=False, SEG_L=256)),
 }
 
@@ -54,11 +55,19 @@ CONFIGS = {
 def _configs(dtype: torch.dtype):
     """(forward, backward) launch parameters for inputs of ``dtype``."""
     cfg = CONFIGS['16bit' if dtype in (torch.float16, torch.bfloat16) else 'float32']
-    if cfg['bwd']['SEG_L'] % cfg['bwd']['BLOCK_L']:
-        raise ValueError(f"selective scan CONFIGS: the backward's SEG_L "
-                         f"{cfg['bwd']['SEG_L']} is not a multiple of its BLOCK_L "
-                         f"{cfg['bwd']['BLOCK_L']}")
-    return cfg['fwd'], cfg['bwd']
+    fwd, bwd = cfg['fwd'], cfg['bwd']
+    for name, seg_l, blocks in (('forward', fwd.get('SEG_L'), (fwd['BLOCK_L'], bwd['BLOCK_L'])),
+                                ('backward', bwd.get('SEG_L'), (bwd['BLOCK_L'], ))):
+        if seg_l is not None and any(seg_l % b for b in blocks):
+            raise ValueError(f"selective scan CONFIGS: the {name}'s SEG_L {seg_l} is not a "
+                             f"multiple of {' and '.join(map(str, blocks))} (BLOCK_L)")
+    return fwd, bwd
+
+
+def _segments(n_chunks: int, seg_l: Optional[int], block_l: int) -> Tuple[int, int]:
+    """(chunks per segment, segments) for ``n_chunks`` chunks of ``block_l`` steps."""
+    seg_chunks = n_chunks if seg_l is None else max(seg_l // block_l, 1)
+    return seg_chunks, max(triton.cdiv(n_chunks, max(seg_chunks, 1)), 1)
 
 
 @triton.jit
@@ -92,17 +101,79 @@ def _delta(stored, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
 
 
 @triton.jit
+def _fwd_segment_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, seg_h_ptr, seg_s_ptr,
+                        dim, L, H, G, N, n_seg,
+                        HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, SEG_L: tl.constexpr,
+                        BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
+    # Segment k = program_id(2) as an affine map of the state entering it (the last
+    # segment's is never needed): h_end = exp(S A) h_start + h, with S the sum of delta'
+    # over the segment and h its end state from zero, sum_t exp(S'_t A) delta'_t B_t u_t
+    # where S'_t sums delta' over the steps after t. Chunk by chunk, S'_t inside a chunk
+    # is a reverse running sum of the next steps' delta' (never a difference of sums).
+    # Tiles are (channel, state, step).
+    pid_d = tl.program_id(0)
+    pid_b = tl.program_id(1).to(tl.int64)
+    k = tl.program_id(2)
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_l = tl.arange(0, BLOCK_L)
+    mask_d = offs_d < dim
+    mask_n = offs_n < N
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    grp = (pid_d * BLOCK_D) // H
+
+    A2 = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn,
+                 other=0.0).to(tl.float32) * 1.4426950408889634
+    bias = tl.zeros((BLOCK_D,), tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    row = pid_b * dim * L + offs_d[:, None] * L
+    bc_row = (pid_b * G + grp) * N * L + offs_n[:, None] * L
+
+    h = tl.zeros((BLOCK_D, BLOCK_N), tl.float32)
+    S = tl.zeros((BLOCK_D,), tl.float32)
+    for c in range(0, SEG_L // BLOCK_L):
+        l = k * SEG_L + c * BLOCK_L + offs_l
+        ml = l < L
+        m2 = mask_d[:, None] & ml[None, :]
+        u = tl.load(u_ptr + row + l[None, :], mask=m2, other=0.0).to(tl.float32)
+        dt, _ = _delta(tl.load(delta_ptr + row + l[None, :], mask=m2, other=0.0), m2,
+                       bias[:, None], HAS_BIAS, SOFTPLUS)
+        # delta' one step later, within the chunk
+        mn = mask_d[:, None] & ((offs_l < BLOCK_L - 1) & (l + 1 < L))[None, :]
+        dt_next, _ = _delta(tl.load(delta_ptr + row + l[None, :] + 1, mask=mn, other=0.0),
+                            mn, bias[:, None], HAS_BIAS, SOFTPLUS)
+        Bt = tl.load(B_ptr + bc_row + l[None, :], mask=mask_n[:, None] & ml[None, :],
+                     other=0.0).to(tl.float32)
+        total = tl.sum(dt, axis=1)
+        after = tl.cumsum(dt_next, axis=1, reverse=True)
+        w = tl.exp2(after[:, None, :] * A2[:, :, None])
+        h = (tl.exp2(total[:, None] * A2) * h
+             + tl.sum(w * ((dt * u)[:, None, :] * Bt[None, :, :]), axis=2))
+        S += total
+    seg = pid_b * n_seg + k
+    tl.store(seg_h_ptr + (seg * dim + offs_d[:, None]) * N + offs_n[None, :], h,
+             mask=mask_dn)
+    tl.store(seg_s_ptr + seg * dim + offs_d, S, mask=mask_d)
+
+
+@triton.jit
 def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
-                out_ptr, states_ptr,
-                dim, L, H, G, N, n_chunks, n_saved,
+                out_ptr, states_ptr, seg_h_ptr, seg_s_ptr,
+                dim, L, H, G, N, n_chunks, n_saved, n_seg,
                 HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                SOFTPLUS: tl.constexpr, SAVE_L: tl.constexpr,
+                SOFTPLUS: tl.constexpr, SAVE_L: tl.constexpr, SEG_CHUNKS: tl.constexpr,
                 BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
     # Tiles are (step, channel, state), so the scan runs along the leading axis, which
     # Triton's default layout keeps inside a thread: a sequential scan without shuffles.
     # The state after every SAVE_L steps (the backward's chunk) goes to states_ptr.
+    # program_id(2) is the segment: chunks [c_lo, c_hi), entered with the state that
+    # the earlier segments' maps give.
     pid_d = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
+    pid_s = tl.program_id(2)
+    c_lo = pid_s * SEG_CHUNKS
+    c_hi = tl.minimum(c_lo + SEG_CHUNKS, n_chunks)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
     offs_l = tl.arange(0, BLOCK_L)
@@ -125,7 +196,13 @@ def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
     is_last = (offs_l == BLOCK_L - 1)[:, None, None]
 
     h = tl.zeros((BLOCK_D, BLOCK_N), tl.float32)
-    for c in range(0, n_chunks):
+    for j in range(0, pid_s):
+        seg = pid_b * n_seg + j
+        S_j = tl.load(seg_s_ptr + seg * dim + offs_d, mask=mask_d, other=0.0)
+        h_j = tl.load(seg_h_ptr + (seg * dim + offs_d[:, None]) * N + offs_n[None, :],
+                      mask=mask_dn, other=0.0)
+        h = tl.exp2(S_j[:, None] * A2) * h + h_j
+    for c in range(c_lo, c_hi):
         l = c * BLOCK_L + offs_l
         ml = l < L
         m2 = ml[:, None] & mask_d[None, :]
@@ -193,8 +270,10 @@ def _bwd_segment_kernel(delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr,
                         BLOCK_L: tl.constexpr):
     # Segment k = 1 + program_id(2) as an affine map of the adjoint after it (segment 0's
     # is never needed): S = sum of delta'_{t+1} over the segment's steps t, and
-    # b = sum_t exp(S_t A) C_t dy_t with S_t that sum over the steps before t. Tiles are
-    # (channel, state, step), as in the backward.
+    # b = sum_t exp(S_t A) C_t dy_t with S_t that sum over the steps before t, i.e. the
+    # sum of delta'_s for s from the segment's second step to t: a running sum, never a
+    # difference of sums (which would lose the small S_t next to a large delta'). Tiles
+    # are (channel, state, step), as in the backward.
     pid_d = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
     k = tl.program_id(2) + 1
@@ -211,7 +290,8 @@ def _bwd_segment_kernel(delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr,
     bias = tl.zeros((BLOCK_D,), tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    row = pid_b * dim * L + offs_d[:, None] * L
+    row_d = pid_b * dim * L + offs_d * L
+    row = row_d[:, None]
     bc_row = (pid_b * G + grp) * N * L + offs_n[:, None] * L
 
     b = tl.zeros((BLOCK_D, BLOCK_N), tl.float32)
@@ -220,19 +300,25 @@ def _bwd_segment_kernel(delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr,
         l = k * SEG_L + c * BLOCK_L + offs_l
         ml = l < L
         m2 = mask_d[:, None] & ml[None, :]
-        mnext = mask_d[:, None] & (l + 1 < L)[None, :]
-        dt_next, _ = _delta(tl.load(delta_ptr + row + l[None, :] + 1, mask=mnext, other=0.0),
-                            mnext, bias[:, None], HAS_BIAS, SOFTPLUS)
+        m_after_first = m2 & (l > k * SEG_L)[None, :]
+        dt, _ = _delta(tl.load(delta_ptr + row + l[None, :], mask=m_after_first, other=0.0),
+                       m_after_first, bias[:, None], HAS_BIAS, SOFTPLUS)
         dy = tl.load(dout_ptr + row + l[None, :], mask=m2, other=0.0).to(tl.float32)
         if HAS_Z:
             z = tl.load(z_ptr + row + l[None, :], mask=m2, other=0.0).to(tl.float32)
             dy = dy * z * tl.sigmoid(z)
         Ct = tl.load(C_ptr + bc_row + l[None, :], mask=mask_n[:, None] & ml[None, :],
                      other=0.0).to(tl.float32)
-        S_t = S[:, None] + tl.cumsum(dt_next, axis=1) - dt_next
+        S_t = S[:, None] + tl.cumsum(dt, axis=1)
         w = tl.exp2(S_t[:, None, :] * A2[:, :, None])
         b += tl.sum(w * (dy[:, None, :] * Ct[None, :, :]), axis=2)
-        S += tl.sum(dt_next, axis=1)
+        S += tl.sum(dt, axis=1)
+    # and the step after the segment's last (the next segment's first; none after L)
+    l_next = (k + 1) * SEG_L
+    m_next = mask_d & (l_next < L)
+    dt_after, _ = _delta(tl.load(delta_ptr + row_d + l_next, mask=m_next, other=0.0),
+                         m_next, bias, HAS_BIAS, SOFTPLUS)
+    S += dt_after
     seg = pid_b * n_seg + k
     tl.store(seg_b_ptr + (seg * dim + offs_d[:, None]) * N + offs_n[None, :], b,
              mask=mask_dn)
@@ -421,16 +507,27 @@ def _launch_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     # the forward runs on to the last saved state; padded steps leave the state as is
     n_chunks = triton.cdiv(n_saved * save_l, fwd['BLOCK_L'])
     out = torch.empty_like(u)
-    states = torch.empty((batch, dim, n_saved, N), device=u.device, dtype=torch.float32)
+    f32 = dict(device=u.device, dtype=torch.float32)
+    states = torch.empty((batch, dim, n_saved, N), **f32)
     bd = _block_d(fwd['BLOCK_D'], H)
-    grid = (triton.cdiv(dim, bd), batch)
-    _fwd_kernel[grid](
+    seg_chunks, n_seg = _segments(n_chunks, fwd.get('SEG_L'), fwd['BLOCK_L'])
+    # each segment's map of the state entering it (the last segment's unused)
+    seg_h = seg_s = states
+    if n_seg > 1:
+        seg_h, seg_s = _buffer_views(lambda n: torch.empty(n, **f32),
+                                     (batch, n_seg, dim, N), (batch, n_seg, dim))
+        _fwd_segment_kernel[(triton.cdiv(dim, bd), batch, n_seg - 1)](
+            u, delta, A, B, delta_bias if delta_bias is not None else u, seg_h, seg_s,
+            dim, L, H, G, N, n_seg, HAS_BIAS=delta_bias is not None,
+            SOFTPLUS=bool(delta_softplus), SEG_L=fwd['SEG_L'], BLOCK_D=bd, BLOCK_N=block_n,
+            BLOCK_L=math.gcd(fwd['SEG_L'], 64), num_warps=fwd['num_warps'])
+    _fwd_kernel[(triton.cdiv(dim, bd), batch, n_seg)](
         u, delta, A, B, C, D if D is not None else u, z if z is not None else u,
-        delta_bias if delta_bias is not None else u, out, states,
-        dim, L, H, G, N, n_chunks, n_saved,
+        delta_bias if delta_bias is not None else u, out, states, seg_h, seg_s,
+        dim, L, H, G, N, n_chunks, n_saved, n_seg,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-        SOFTPLUS=bool(delta_softplus), SAVE_L=save_l, BLOCK_D=bd, BLOCK_N=block_n,
-        BLOCK_L=fwd['BLOCK_L'], num_warps=fwd['num_warps'])
+        SOFTPLUS=bool(delta_softplus), SAVE_L=save_l, SEG_CHUNKS=seg_chunks, BLOCK_D=bd,
+        BLOCK_N=block_n, BLOCK_L=fwd['BLOCK_L'], num_warps=fwd['num_warps'])
     return out, states
 
 
@@ -456,8 +553,7 @@ def _launch_bwd(u, delta, A, B, C, D, z, delta_bias, states, dout, dlast, delta_
     du = torch.empty_like(u)
     ddelta = torch.empty_like(delta)
     dz = torch.empty_like(z) if z is not None else None
-    seg_chunks = bwd['SEG_L'] // bwd['BLOCK_L']
-    n_seg = triton.cdiv(n_chunks, seg_chunks)
+    seg_chunks, n_seg = _segments(n_chunks, bwd.get('SEG_L'), bwd['BLOCK_L'])
     # the gradients that programs add atomically, zeroed; in eager mode two buffers (one
     # memset each): B's and C's, and the parameters' (which outlive the step as .grad)
     def zeros(*shapes):
