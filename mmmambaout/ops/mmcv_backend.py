@@ -75,22 +75,48 @@ def nms_working_boxes(boxes, iou_threshold, offset):
 #: from this many boxes on, CUDA float32 NMS runs without torchvision's serial walk
 #: (mmmambaout.ops.parallel_nms; same kept boxes, same order); the RPN's ~9000 per image
 PARALLEL_NMS_MIN_BOXES = 2048
-#: why the parallel NMS is off in this process (no working Triton, or its kernel failed)
-PARALLEL_NMS_DISABLED = None
+
+
+class DisableOnFailure:
+    """A fast path (Triton kernels) that turns itself off for the rest of the process the
+    first time it fails, so that a machine where it cannot run (no working Triton, a GPU
+    its kernels do not compile for) still gets the stock path's results, with one
+    warning. ``guard(fn, *args)`` returns ``fn(*args)``, or None once a call has raised:
+    the caller then takes its other path. The first failure warns, naming the error and
+    ``instead`` (the other path); ``reason`` says why the fast path is off (None: on).
+
+    Args:
+        what (str): the fast path, as the warning names it.
+        instead (str): the path taken instead.
+    """
+
+    def __init__(self, what: str, instead: str):
+        self.what, self.instead, self.reason = what, instead, None
+
+    def __call__(self, fn, *args, **kwargs):
+        if self.reason is not None:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            self.reason = f'{type(e).__name__}: {e}'
+            warnings.warn(f'{self.what} is not available here ({self.reason}); using '
+                          f'{self.instead}')
+            return None
+
+
+#: the parallel NMS, off for the rest of the process once it fails (no working Triton,
+#: or its kernel failed): torchvision's kernel does it all then
+PARALLEL_NMS = DisableOnFailure('mmmambaout: the Triton NMS', "torchvision's NMS kernel")
+
+
+def _greedy_nms_sorted(boxes, threshold):
+    from mmmambaout.ops.parallel_nms import greedy_nms_sorted   # imports Triton
+    return greedy_nms_sorted(boxes, threshold)
 
 
 def _parallel_nms(boxes, threshold):
-    global PARALLEL_NMS_DISABLED
-    if PARALLEL_NMS_DISABLED is not None:
-        return None
-    try:
-        from mmmambaout.ops.parallel_nms import greedy_nms_sorted
-        return greedy_nms_sorted(boxes, threshold)
-    except Exception as e:   # torchvision's kernel does it all from now on
-        PARALLEL_NMS_DISABLED = f'{type(e).__name__}: {e}'
-        warnings.warn('mmmambaout: the Triton NMS is not available here '
-                      f'({PARALLEL_NMS_DISABLED}); using torchvision\'s NMS kernel')
-        return None
+    return PARALLEL_NMS(_greedy_nms_sorted, boxes, threshold)
 
 
 def _check_avg_pool(pool_mode):

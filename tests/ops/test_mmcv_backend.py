@@ -188,7 +188,7 @@ def test_nms_cuda_parallel_path_equals_cpu(offset):
     cpu = mmcv.ops.batched_nms(boxes, scores, levels, cfg)[1]
     cuda = mmcv.ops.batched_nms(boxes.cuda(), scores.cuda(), levels.cuda(), cfg)[1]
     assert torch.equal(cuda.cpu(), cpu)
-    assert mmcv_backend.PARALLEL_NMS_DISABLED is None    # the Triton path ran
+    assert mmcv_backend.PARALLEL_NMS.reason is None    # the Triton path ran
 
 
 def test_nms_falls_back_when_the_triton_path_fails(monkeypatch):
@@ -198,7 +198,7 @@ def test_nms_falls_back_when_the_triton_path_fails(monkeypatch):
     def broken(boxes, threshold):
         raise RuntimeError('no kernel for this GPU')
     monkeypatch.setattr(parallel_nms, 'greedy_nms_sorted', broken)
-    monkeypatch.setattr(mmcv_backend, 'PARALLEL_NMS_DISABLED', None)
+    monkeypatch.setattr(mmcv_backend.PARALLEL_NMS, 'reason', None)
     with pytest.warns(UserWarning, match="no kernel for this GPU.*torchvision's NMS"):
         assert mmcv_backend._parallel_nms(torch.zeros(3000, 4), 0.5) is None
     assert mmcv_backend._parallel_nms(torch.zeros(3000, 4), 0.5) is None   # stays off

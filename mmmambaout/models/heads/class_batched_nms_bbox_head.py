@@ -14,7 +14,6 @@ sort leaves them in any order). With fewer candidates, off CUDA, for another NMS
 (soft NMS) or class-agnostic NMS it is mmdet's code. Training is unchanged.
 """
 import sys
-import warnings
 
 import torch
 from mmcv.ops import batched_nms
@@ -96,8 +95,14 @@ def multiclass_nms(multi_bboxes, multi_scores, score_thr, nms_cfg, max_num=-1):
     return dets, labels[keep]
 
 
-#: why the batched NMS is off in this process (its Triton kernels failed), or None
-BATCHED_NMS_DISABLED = None
+#: the batched NMS, off for the rest of the process once its Triton kernels fail
+BATCHED_NMS = mmcv_backend.DisableOnFailure(
+    'ClassBatchedNMSBBoxHead: the batched Triton NMS', "mmcv's loop over the classes")
+
+
+def _batched_nms(shifted, scores, labels, threshold):
+    from mmmambaout.ops.parallel_nms import nms_per_class   # imports Triton
+    return nms_per_class(shifted, scores, labels, threshold)
 
 
 def _nms_per_class(bboxes, scores, labels, nms_cfg):
@@ -106,17 +111,9 @@ def _nms_per_class(bboxes, scores, labels, nms_cfg):
     :func:`~mmmambaout.ops.mmcv_backend.nms_working_boxes`), or None where it cannot run
     (float64, no Triton, a kernel that failed: then mmcv's loop for the rest of the
     process, with a warning)."""
-    global BATCHED_NMS_DISABLED
-    if BATCHED_NMS_DISABLED is not None or bboxes.dtype == torch.float64:
+    if BATCHED_NMS.reason is not None or bboxes.dtype == torch.float64:
         return None
     shifted, threshold = mmcv_backend.nms_working_boxes(
         bboxes + (labels.to(bboxes) * (bboxes.max() + 1))[:, None], nms_cfg['iou_threshold'],
         nms_cfg.get('offset', 0))
-    try:
-        from mmmambaout.ops.parallel_nms import nms_per_class
-        return nms_per_class(shifted, scores, labels, threshold)
-    except Exception as e:
-        BATCHED_NMS_DISABLED = f'{type(e).__name__}: {e}'
-        warnings.warn('ClassBatchedNMSBBoxHead: the batched Triton NMS is not available '
-                      f'here ({BATCHED_NMS_DISABLED}); using mmcv\'s loop over the classes')
-        return None
+    return BATCHED_NMS(_batched_nms, shifted, scores, labels, threshold)

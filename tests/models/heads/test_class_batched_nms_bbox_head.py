@@ -77,7 +77,7 @@ def test_cuda_predictions_are_mmdets(score_thr, nms, monkeypatch):
     assert_same(got, predictions(stock, rois, feats, score_thr, nms))
     # the batched kernels gave it (the head falls back to mmcv's loop if they fail): at
     # score_thr 0 all 80000 candidates go there, except with class-agnostic NMS (mmdet's)
-    assert head_module.BATCHED_NMS_DISABLED is None and all(k is not None for k in ran)
+    assert head_module.BATCHED_NMS.reason is None and all(k is not None for k in ran)
     if score_thr == 0:
         assert len(ran) == (0 if nms.get('class_agnostic') else 1)
 
@@ -90,14 +90,14 @@ def test_failing_kernels_fall_back_to_mmcvs_loop_with_one_warning(monkeypatch):
     def broken(*args):
         raise RuntimeError('no kernel')
     monkeypatch.setattr(head_module, '_triton_device', lambda t: True)
-    monkeypatch.setattr(head_module, 'BATCHED_NMS_DISABLED', None)
+    monkeypatch.setattr(head_module.BATCHED_NMS, 'reason', None)
     monkeypatch.setattr(parallel_nms, 'nms_per_class', broken)
     ours, stock = heads('cpu', 6)
     rois, feats = random_rois(300, 'cpu')
     nms = dict(type='nms', iou_threshold=0.5, split_thr=100)
     with pytest.warns(UserWarning, match='no kernel'):
         got = predictions(ours, rois, feats, 0.0, nms)
-    assert head_module.BATCHED_NMS_DISABLED == 'RuntimeError: no kernel'
+    assert head_module.BATCHED_NMS.reason == 'RuntimeError: no kernel'
     assert_same(got, predictions(stock, rois, feats, 0.0, nms))
 
 
