@@ -175,7 +175,9 @@ def kernel_ms(fn, device, iters=10):
         for _ in range(iters):
             fn()
         torch.cuda.synchronize()
-    return sum(e.self_device_time_total for e in prof.key_averages()) / iters / 1e3
+    total = sum(getattr(e, 'self_device_time_total', None) or e.self_cuda_time_total
+                for e in prof.key_averages())   # torch < 2.4: self_cuda_time_total
+    return total / iters / 1e3
 
 
 def run_case(backend, args, device, reps, earlier=None, profile=False):
@@ -215,8 +217,8 @@ def run_case(backend, args, device, reps, earlier=None, profile=False):
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated(device)
         above = peak - base
-    if profile:
-        return t_fwd, t_fb, peak, above, kernel_ms(fwd_bwd, device)
+    if profile:   # not for the naive loop: ten more slow passes
+        return t_fwd, t_fb, peak, above, None if slow else kernel_ms(fwd_bwd, device)
     return t_fwd, t_fb, peak, above
 
 
@@ -386,7 +388,7 @@ def main():
                                                               earlier, a.profile)
                 except Exception as exc:
                     print(f'| {backend} | {L} | {dname} | failed: {type(exc).__name__}: '
-                          f'{str(exc)[:200]} |||||', flush=True)
+                          f'{str(exc)[:200]} |||||' + ('|' if a.profile else ''), flush=True)
                     continue
                 rf = rb = None
                 if bw:

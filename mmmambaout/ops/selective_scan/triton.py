@@ -17,16 +17,20 @@ The forward saves the state every backward chunk (batch, dim, chunks, N); the ba
 walks its chunks in reverse, recomputes each chunk's states from the saved one, and
 solves the adjoint recurrence ``g_t = C_t dy_t + exp(delta'_{t+1} A) g_{t+1}`` with a
 reverse scan. Gradients of B and C are reduced over the channels of a program, those of
-A, D and delta_bias over its steps, and added atomically (float32) into zeroed buffers.
+A, D and delta_bias over its steps, and added atomically (float32) into zeroed buffers:
+on a GPU their last bits may differ from run to run (the order of the additions).
 
-The backward splits the sequence into segments of ``SEG_L`` steps that run in parallel
-programs, so a long sequence is not one program's serial walk over all its chunks. The
-only thing a segment needs from the ones after it is the adjoint entering from its end.
-A first kernel gives each segment's adjoint as an affine map of the one after it,
+The backward (and, where configured, the forward) splits the sequence into segments of
+``SEG_L`` steps that run in parallel programs, so a long sequence is not one program's
+serial walk over all its chunks. A segment of the backward needs only the adjoint
+entering from its end, an affine function of the one entering the next segment:
 ``g_first = exp(S A) g_after + b`` with ``S`` the sum of ``delta'`` over the segment and
-``b = sum_t exp(S_t A) C_t dy_t`` (``S_t``: the sum up to step t; every factor is a decay
-``<= 1``); each program of the second kernel composes the maps of the segments after its
-own, then walks its own chunks as above.
+``b = sum_t exp(S_t A) C_t dy_t`` (``S_t``: the sum up to step t). A first kernel gives
+each segment's map; each program of the second composes the maps of the segments after
+its own (quadratic in the segment count: small up to some ten thousand steps), then walks
+its own chunks as above. The forward's segments work the same way with the state map
+``h_end = exp(S A) h_start + h``. As in Mamba, ``A <= 0`` and ``delta' >= 0`` are
+assumed, so every factor is a decay ``<= 1``.
 """
 import math
 from typing import List, Optional, Tuple
@@ -58,16 +62,17 @@ def _configs(dtype: torch.dtype):
     fwd, bwd = cfg['fwd'], cfg['bwd']
     for name, seg_l, blocks in (('forward', fwd.get('SEG_L'), (fwd['BLOCK_L'], bwd['BLOCK_L'])),
                                 ('backward', bwd.get('SEG_L'), (bwd['BLOCK_L'], ))):
-        if seg_l is not None and any(seg_l % b for b in blocks):
+        if seg_l is not None and (seg_l <= 0 or any(seg_l % b for b in blocks)):
             raise ValueError(f"selective scan CONFIGS: the {name}'s SEG_L {seg_l} is not a "
-                             f"multiple of {' and '.join(map(str, blocks))} (BLOCK_L)")
+                             f"positive multiple of {' and '.join(map(str, blocks))} "
+                             '(BLOCK_L); None runs one segment')
     return fwd, bwd
 
 
 def _segments(n_chunks: int, seg_l: Optional[int], block_l: int) -> Tuple[int, int]:
     """(chunks per segment, segments) for ``n_chunks`` chunks of ``block_l`` steps."""
-    seg_chunks = n_chunks if seg_l is None else max(seg_l // block_l, 1)
-    return seg_chunks, max(triton.cdiv(n_chunks, max(seg_chunks, 1)), 1)
+    seg_chunks = n_chunks if seg_l is None else seg_l // block_l
+    return seg_chunks, triton.cdiv(n_chunks, seg_chunks)
 
 
 @triton.jit
