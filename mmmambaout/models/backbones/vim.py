@@ -81,7 +81,9 @@ ARCH_DEFAULTS = dict(patch_size=16, d_state=16, expand=2, d_conv=4)
 
 # -- building blocks ------------------------------------------------------------------
 class RMSNorm(nn.Module):
-    """RMSNorm with a weight and no bias (mamba_ssm's), computed in fp32."""
+    """RMSNorm with a weight and no bias (mamba_ssm's), computed in fp32:
+    ``x / sqrt(mean(x^2) + eps) * weight``. ``F.rms_norm`` (torch >= 2.4) is one fused
+    kernel on CUDA, forward and backward, instead of about five and eight."""
 
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
@@ -89,9 +91,12 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        x32 = x.float()
-        y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (y * self.weight.float()).to(x.dtype)
+        x32, w32 = x.float(), self.weight.float()
+        if hasattr(F, 'rms_norm'):
+            y = F.rms_norm(x32, w32.shape, w32, self.eps)
+        else:   # torch < 2.4
+            y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps) * w32
+        return y.to(x.dtype)
 
     def extra_repr(self):
         return f'{self.weight.shape[0]}, eps={self.eps}'

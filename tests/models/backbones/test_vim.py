@@ -15,7 +15,7 @@ from mmengine.optim import OptimWrapper
 import mmmambaout  # noqa: F401  (mmcv op backend + registrations)
 import mmmambaout.checkpoint
 from mmmambaout.checkpoint import VIM_RELEASE_URL_PREFIX, load_vim_state_dict
-from mmmambaout.models.backbones.vim import MambaMixer, Vim, resize_pos_embed
+from mmmambaout.models.backbones.vim import MambaMixer, RMSNorm, Vim, resize_pos_embed
 from mmmambaout.utils.synthetic import det_batch, seg_batch
 
 REPO = Path(__file__).resolve().parents[3]
@@ -25,6 +25,28 @@ OUT4 = (0, 1, 2, 3)
 # README round them to 7M / 26M / 98M.
 PARAMS_WITH_HEAD = dict(tiny=7_148_008, small=25_796_584, base=97_598_440)
 PAPER_PARAMS_M = dict(tiny=7, small=26, base=98)
+
+
+# -- the norm ----------------------------------------------------------------------------
+@pytest.mark.parametrize('dtype, tol', [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
+def test_rms_norm_against_float64(dtype, tol):
+    """x / sqrt(mean(x^2) + eps) * weight in float64: output and the gradients of x and
+    the weight, relative max error; output in the input's dtype."""
+    g = torch.Generator().manual_seed(0)
+    norm = RMSNorm(48)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5, generator=g)
+    x = (torch.randn(2, 7, 48, generator=g) * 3).to(dtype).requires_grad_()
+    gout = torch.randn(2, 7, 48, generator=g)
+    y = norm(x)
+    assert y.dtype == dtype
+    gx, gw = torch.autograd.grad((y.float() * gout).sum(), [x, norm.weight])
+    x64, w64 = x.detach().double().requires_grad_(), norm.weight.detach().double().requires_grad_()
+    ref = x64 * torch.rsqrt(x64.pow(2).mean(-1, keepdim=True) + 1e-5) * w64
+    rx, rw = torch.autograd.grad((ref * gout.double()).sum(), [x64, w64])
+    for got, want in ((y, ref), (gx, rx), (gw, rw)):
+        err = ((got.double() - want).abs().max() / want.abs().max()).item()
+        assert err < tol, err
 
 
 # -- the mixer ---------------------------------------------------------------------------
