@@ -106,6 +106,25 @@ def _delta(stored, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
 
 
 @triton.jit
+def _channel_tile(A_ptr, bias_ptr, dim, H, N, HAS_BIAS: tl.constexpr,
+                  BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's ``BLOCK_D`` channels (program_id 0) and the states: offsets, masks,
+    their B / C group, A (float32) and delta_bias (zero without it)."""
+    pid_d = tl.program_id(0)
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_d = offs_d < dim
+    mask_n = offs_n < N
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    A = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn,
+                other=0.0).to(tl.float32)
+    bias = tl.zeros((BLOCK_D,), tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    return offs_d, offs_n, mask_d, mask_n, mask_dn, (pid_d * BLOCK_D) // H, A, bias
+
+
+@triton.jit
 def _fwd_segment_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, seg_h_ptr, seg_s_ptr,
                         dim, L, H, G, N, n_seg,
                         HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, SEG_L: tl.constexpr,
@@ -116,22 +135,12 @@ def _fwd_segment_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, seg_h_ptr, seg
     # where S'_t sums delta' over the steps after t. Chunk by chunk, S'_t inside a chunk
     # is a reverse running sum of the next steps' delta' (never a difference of sums).
     # Tiles are (channel, state, step).
-    pid_d = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
     k = tl.program_id(2)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
     offs_l = tl.arange(0, BLOCK_L)
-    mask_d = offs_d < dim
-    mask_n = offs_n < N
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    grp = (pid_d * BLOCK_D) // H
-
-    A2 = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn,
-                 other=0.0).to(tl.float32) * 1.4426950408889634
-    bias = tl.zeros((BLOCK_D,), tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    offs_d, offs_n, mask_d, mask_n, mask_dn, grp, A, bias = _channel_tile(
+        A_ptr, bias_ptr, dim, H, N, HAS_BIAS, BLOCK_D, BLOCK_N)
+    A2 = A * 1.4426950408889634
     row = pid_b * dim * L + offs_d[:, None] * L
     bc_row = (pid_b * G + grp) * N * L + offs_n[:, None] * L
 
@@ -174,26 +183,16 @@ def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
     # The state after every SAVE_L steps (the backward's chunk) goes to states_ptr.
     # program_id(2) is the segment: chunks [c_lo, c_hi), entered with the state that
     # the earlier segments' maps give.
-    pid_d = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
     pid_s = tl.program_id(2)
     c_lo = pid_s * SEG_CHUNKS
     c_hi = tl.minimum(c_lo + SEG_CHUNKS, n_chunks)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
     offs_l = tl.arange(0, BLOCK_L)
-    mask_d = offs_d < dim
-    mask_n = offs_n < N
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    grp = (pid_d * BLOCK_D) // H
-
-    A2 = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn,
-                 other=0.0).to(tl.float32) * 1.4426950408889634
+    offs_d, offs_n, mask_d, mask_n, mask_dn, grp, A, bias = _channel_tile(
+        A_ptr, bias_ptr, dim, H, N, HAS_BIAS, BLOCK_D, BLOCK_N)
+    A2 = A * 1.4426950408889634
     if HAS_D:
         Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    bias = tl.zeros((BLOCK_D,), tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
 
     row = pid_b * dim * L + offs_d[None, :] * L  # (1, BLOCK_D)
     bc_row = (pid_b * G + grp) * N * L + offs_n[None, :] * L  # (1, BLOCK_N)
@@ -279,22 +278,12 @@ def _bwd_segment_kernel(delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr,
     # sum of delta'_s for s from the segment's second step to t: a running sum, never a
     # difference of sums (which would lose the small S_t next to a large delta'). Tiles
     # are (channel, state, step), as in the backward.
-    pid_d = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
     k = tl.program_id(2) + 1
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
     offs_l = tl.arange(0, BLOCK_L)
-    mask_d = offs_d < dim
-    mask_n = offs_n < N
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    grp = (pid_d * BLOCK_D) // H
-
-    A2 = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn,
-                 other=0.0).to(tl.float32) * 1.4426950408889634
-    bias = tl.zeros((BLOCK_D,), tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    offs_d, offs_n, mask_d, mask_n, mask_dn, grp, A, bias = _channel_tile(
+        A_ptr, bias_ptr, dim, H, N, HAS_BIAS, BLOCK_D, BLOCK_N)
+    A2 = A * 1.4426950408889634
     row_d = pid_b * dim * L + offs_d * L
     row = row_d[:, None]
     bc_row = (pid_b * G + grp) * N * L + offs_n[:, None] * L
@@ -340,27 +329,16 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
                 SEG_CHUNKS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
                 BLOCK_L: tl.constexpr):
     # program_id(2) is the segment: chunks [c_lo, c_hi), walked in reverse
-    pid_d = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
     pid_s = tl.program_id(2)
     c_lo = pid_s * SEG_CHUNKS
     c_hi = tl.minimum(c_lo + SEG_CHUNKS, n_chunks)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
     offs_l = tl.arange(0, BLOCK_L)
-    mask_d = offs_d < dim
-    mask_n = offs_n < N
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    grp = (pid_d * BLOCK_D) // H
-
-    A = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn,
-                other=0.0).to(tl.float32)
+    offs_d, offs_n, mask_d, mask_n, mask_dn, grp, A, bias = _channel_tile(
+        A_ptr, bias_ptr, dim, H, N, HAS_BIAS, BLOCK_D, BLOCK_N)
     A2 = A * 1.4426950408889634
     if HAS_D:
         Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    bias = tl.zeros((BLOCK_D,), tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
 
     row = pid_b * dim * L + offs_d[:, None] * L
     bc_row = (pid_b * G + grp) * N * L + offs_n[:, None] * L
