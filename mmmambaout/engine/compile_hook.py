@@ -19,9 +19,12 @@ so it names this hook, and the hook chooses in ``before_train``:
 
 Only training steps run compiled: validation inside training, testing and inference run
 the stages eagerly (see ``MambaOutStage``). Each stage compiles one graph with symbolic
-H and W. Inductor keeps what it compiled in its cache, ``$TORCHINDUCTOR_CACHE_DIR``
-(default ``/tmp/torchinductor_$USER``), so a later run of the same config on the same
-machine skips most of the compilation; the hook logs where that cache is.
+H and W. Inductor keeps what it compiled in its cache, so a later run of the same config
+skips most of the compilation. Its own default, ``/tmp/torchinductor_$USER``, is gone
+after a reboot and, on a cluster, on every other node; so unless
+``$TORCHINDUCTOR_CACHE_DIR`` is set, the hook points it at
+``~/.cache/mmmambaout/inductor`` (``$XDG_CACHE_HOME`` if set), beside Triton's own
+``~/.triton/cache``, and logs where the cache is.
 
 With graphs, the hook also logs after iteration 20 and each epoch how many CUDA graphs
 were recorded and how often inductor ran a compiled graph without one (it says why only
@@ -51,16 +54,42 @@ def compile_available() -> bool:
     return True
 
 
+def default_cache_dir() -> str:
+    """``$XDG_CACHE_HOME/mmmambaout/inductor``, by default ``~/.cache/mmmambaout/inductor``:
+    the hook's inductor cache where ``$TORCHINDUCTOR_CACHE_DIR`` is unset."""
+    root = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+    return os.path.join(root, 'mmmambaout', 'inductor')
+
+
+def _inductor_default_cache_dir() -> Optional[str]:
+    try:   # a private module (torch >= 2.5)
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir as default
+    except ImportError:
+        return None
+    return os.path.abspath(default())
+
+
+def use_cache_dir(cache_dir: Optional[str]) -> None:
+    """Point inductor's cache at ``cache_dir`` ('auto': :func:`default_cache_dir`; None:
+    inductor's default) unless the user set ``$TORCHINDUCTOR_CACHE_DIR``, which always
+    wins. (Inductor writes its default into the variable whenever it looks the folder up,
+    which importing mmdet's stack already does: that value counts as unset.) Inductor
+    reads the variable each time it caches, so this must precede compiling; it also
+    reaches its compile workers and anything the run starts."""
+    current = os.environ.get('TORCHINDUCTOR_CACHE_DIR')
+    if cache_dir is None or (current and os.path.abspath(current)
+                             != _inductor_default_cache_dir()):
+        return
+    path = default_cache_dir() if cache_dir == 'auto' else os.path.expanduser(cache_dir)
+    os.environ['TORCHINDUCTOR_CACHE_DIR'] = path
+
+
 def inductor_cache_dir() -> str:
     """Where inductor caches compiled graphs and kernels: ``$TORCHINDUCTOR_CACHE_DIR``,
     else its default, without creating the folder (for the log line)."""
     if os.environ.get('TORCHINDUCTOR_CACHE_DIR'):
         return os.environ['TORCHINDUCTOR_CACHE_DIR']
-    try:   # a private module (torch >= 2.5)
-        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
-    except ImportError:
-        return "inductor's default"
-    return default_cache_dir()
+    return _inductor_default_cache_dir() or "inductor's default"
 
 
 def cuda_graph_stats():
@@ -116,13 +145,18 @@ class MambaOutCompileHook(Hook):
             Swin-T).
         memory_budget (float, optional): AOTAutograd's activation memory budget for the
             compiled stages, unless the backbone sets ``compile_memory_budget``.
+        cache_dir (str, optional): inductor's cache where ``$TORCHINDUCTOR_CACHE_DIR`` is
+            unset: ``'auto'`` (:func:`default_cache_dir`, in the home folder), a folder,
+            or None for inductor's default in ``/tmp``.
     """
 
     priority = 'VERY_HIGH'
 
-    def __init__(self, cuda_graphs: bool = True, memory_budget: Optional[float] = 0.5):
+    def __init__(self, cuda_graphs: bool = True, memory_budget: Optional[float] = 0.5,
+                 cache_dir: Optional[str] = 'auto'):
         self.cuda_graphs = cuda_graphs
         self.memory_budget = memory_budget
+        self.cache_dir = cache_dir
         self.graphs = False   # whether a backbone was given graphs (then they are reported)
 
     def before_train(self, runner) -> None:
@@ -135,6 +169,7 @@ class MambaOutCompileHook(Hook):
             runner.logger.info('MambaOutCompileHook: no CUDA or no Triton here, the MambaOut '
                                'stages run eagerly')
             return
+        use_cache_dir(self.cache_dir)   # also for stages the config itself compiles
         counts = getattr(runner.optim_wrapper, '_accumulative_counts', 1)
         mode = compile_mode(self.cuda_graphs, counts, graphs_checked_for(runner.model))
         for backbone in backbones:

@@ -1,5 +1,9 @@
 """MambaOutCompileHook: which compile mode each backbone gets when training starts (the
 hook only sets it; compilation itself is tested in tests/models/backbones)."""
+import os
+import subprocess
+import sys
+import textwrap
 from types import SimpleNamespace
 
 import pytest
@@ -10,6 +14,14 @@ from mmmambaout.engine import MambaOutCompileHook, compile_hook
 from mmmambaout.models.backbones import MambaOut, Vim
 
 ARCH = dict(depths=(1, 1), dims=(8, 16))
+
+
+@pytest.fixture(autouse=True)
+def no_inductor_cache_setting(monkeypatch, tmp_path):
+    # the hook may set $TORCHINDUCTOR_CACHE_DIR: start each test without it, under a
+    # cache home of its own, and restore the environment afterwards
+    monkeypatch.delenv('TORCHINDUCTOR_CACHE_DIR', raising=False)
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
 
 
 def wrapped(wrapper_type, module):
@@ -124,3 +136,50 @@ def test_graph_stats_without_cuda():
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         pytest.skip('this process already used CUDA')
     assert compile_hook.cuda_graph_stats() == (0, 0)
+
+
+@pytest.mark.parametrize('setting, cache_dir, expected', [
+    (None, 'auto', '{xdg}/mmmambaout/inductor'),   # ours, in the home folder
+    (None, '~/ind', '{home}/ind'),
+    (None, None, None),                            # inductor's default in /tmp
+    ('/my/cache', 'auto', '/my/cache'),            # the user's variable always wins
+    # inductor wrote its default there (it does on import): as if unset
+    ('{default}', 'auto', '{xdg}/mmmambaout/inductor'),
+])
+def test_inductor_cache_folder(monkeypatch, tmp_path, setting, cache_dir, expected):
+    if setting:
+        monkeypatch.setenv('TORCHINDUCTOR_CACHE_DIR', setting.format(
+            default=compile_hook._inductor_default_cache_dir()))
+    start_training(MambaOut(ARCH, out_indices=(0, 1)), monkeypatch=monkeypatch,
+                   cache_dir=cache_dir)
+    if expected:
+        expected = expected.format(xdg=tmp_path / 'cache', home=os.path.expanduser('~'))
+    assert os.environ.get('TORCHINDUCTOR_CACHE_DIR') == expected
+    if expected:
+        assert compile_hook.inductor_cache_dir() == expected   # what the hook logs
+
+
+def test_no_cache_setting_without_a_gpu(monkeypatch):
+    start_training(MambaOut(ARCH, out_indices=(0, 1)), gpu=False, monkeypatch=monkeypatch)
+    assert 'TORCHINDUCTOR_CACHE_DIR' not in os.environ
+
+
+def test_inductor_writes_where_the_hook_points_it(tmp_path):
+    """In a fresh process that has imported mmmambaout (and with it inductor, which
+    looked its folder up already): the folder the hook sets is where a compiled
+    function's cache files go (inductor on the CPU, its C++ backend)."""
+    code = textwrap.dedent(f"""
+        import os, torch
+        import mmmambaout   # which sets inductor's default folder in the variable
+        from mmmambaout.engine.compile_hook import use_cache_dir
+        use_cache_dir({str(tmp_path / 'ind')!r})
+        torch.compile(lambda x: (x.sin() * 2 + 1).relu())(torch.randn(8))
+        print(sorted(os.listdir({str(tmp_path / 'ind')!r})))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != 'TORCHINDUCTOR_CACHE_DIR'}
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          env=env, timeout=600)
+    if proc.returncode != 0 and 'InvalidCxxCompiler' in proc.stderr:
+        pytest.skip('no C++ compiler for inductor here')
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'fxgraph' in proc.stdout, proc.stdout
