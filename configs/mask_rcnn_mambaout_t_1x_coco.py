@@ -19,17 +19,21 @@ model = dict(
         drop_path_rate=0.3,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=[96, 192, 384, 576]),
-    rpn_head=dict(  # [speed] both
-        type='BatchedRPNHead', anchor_generator=dict(type='CachedAnchorGenerator')),
-    roi_head=dict(  # [speed] all four (the bbox head: its test-time NMS)
+    rpn_head=dict(  # [speed] all three
+        type='BatchedRPNHead', anchor_generator=dict(type='CachedAnchorGenerator'),
+        bbox_coder=dict(type='SyncFreeDeltaXYWHBBoxCoder')),
+    roi_head=dict(  # [speed] all five (the bbox head: its test-time NMS)
         bbox_roi_extractor=dict(type='LevelSortedRoIExtractor'),
         mask_roi_extractor=dict(type='LevelSortedRoIExtractor'),
-        bbox_head=dict(type='ClassBatchedNMSBBoxHead'),
+        bbox_head=dict(type='ClassBatchedNMSBBoxHead',
+                       bbox_coder=dict(type='SyncFreeDeltaXYWHBBoxCoder')),
         mask_head=dict(type='OnDeviceTargetFCNMaskHead')),
-    train_cfg=dict(  # [speed] all four
-        rpn=dict(assigner=dict(type='SyncFreeMaxIoUAssigner'),
+    train_cfg=dict(  # [speed] all six
+        rpn=dict(assigner=dict(type='SyncFreeMaxIoUAssigner',
+                               iou_calculator=dict(type='SyncFreeBboxOverlaps2D')),
                  sampler=dict(type='SyncFreeRandomSampler')),
-        rcnn=dict(assigner=dict(type='SyncFreeMaxIoUAssigner'),
+        rcnn=dict(assigner=dict(type='SyncFreeMaxIoUAssigner',
+                                iou_calculator=dict(type='SyncFreeBboxOverlaps2D')),
                   sampler=dict(type='SyncFreeRandomSampler'))))
 # [speed] one param group per distinct setting (one optimizer step, not ~200); with the
 # parameters on CUDA, PyTorch's fused AdamW step unless the optimizer sets fused / foreach

@@ -23,6 +23,8 @@ SPEED_TYPES = {  # ours -> the stock component it replaces
     'BatchedRPNHead': 'RPNHead',
     'LevelSortedRoIExtractor': 'SingleRoIExtractor',
     'ClassBatchedNMSBBoxHead': 'Shared2FCBBoxHead',
+    'SyncFreeDeltaXYWHBBoxCoder': 'DeltaXYWHBBoxCoder',
+    'SyncFreeBboxOverlaps2D': 'BboxOverlaps2D',
 }
 STOCK_CONFIGS = sorted(glob.glob('configs/stock/*.py'))
 

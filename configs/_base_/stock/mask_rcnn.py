@@ -8,13 +8,18 @@
 stock_model = dict(
     data_preprocessor=dict(type='DetDataPreprocessor'),
     backbone=dict(fused_mixer=False),
-    rpn_head=dict(type='RPNHead', anchor_generator=dict(type='AnchorGenerator')),
+    rpn_head=dict(type='RPNHead', anchor_generator=dict(type='AnchorGenerator'),
+                  bbox_coder=dict(type='DeltaXYWHBBoxCoder')),
     roi_head=dict(
         bbox_roi_extractor=dict(type='SingleRoIExtractor'),
         mask_roi_extractor=dict(type='SingleRoIExtractor'),
-        bbox_head=dict(type='Shared2FCBBoxHead'),
+        bbox_head=dict(type='Shared2FCBBoxHead', bbox_coder=dict(type='DeltaXYWHBBoxCoder')),
         mask_head=dict(type='FCNMaskHead')),
     train_cfg=dict(
-        rpn=dict(assigner=dict(type='MaxIoUAssigner'), sampler=dict(type='RandomSampler')),
-        rcnn=dict(assigner=dict(type='MaxIoUAssigner'), sampler=dict(type='RandomSampler'))))
+        rpn=dict(assigner=dict(type='MaxIoUAssigner',
+                               iou_calculator=dict(type='BboxOverlaps2D')),
+                 sampler=dict(type='RandomSampler')),
+        rcnn=dict(assigner=dict(type='MaxIoUAssigner',
+                                iou_calculator=dict(type='BboxOverlaps2D')),
+                  sampler=dict(type='RandomSampler'))))
 stock_optim_wrapper = dict(constructor='DefaultOptimWrapperConstructor')

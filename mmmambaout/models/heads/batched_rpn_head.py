@@ -47,7 +47,8 @@ from mmdet.registry import MODELS
 from mmdet.structures.bbox import cat_boxes, get_box_tensor
 from mmengine.structures import InstanceData
 
-from mmmambaout.models.task_modules import SyncFreeMaxIoUAssigner, SyncFreeRandomSampler
+from mmmambaout.models.task_modules import (SyncFreeBboxOverlaps2D, SyncFreeMaxIoUAssigner,
+                                            SyncFreeRandomSampler)
 
 
 def _flat(level_map, num_imgs, channels):
@@ -147,7 +148,7 @@ class BatchedRPNHead(RPNHead):
         at least one gt per image."""
         assigner, sampler = self.assigner, self.sampler
         return (type(assigner) is SyncFreeMaxIoUAssigner
-                and type(assigner.iou_calculator) is BboxOverlaps2D
+                and type(assigner.iou_calculator) in (BboxOverlaps2D, SyncFreeBboxOverlaps2D)
                 and assigner.perm_repeat_gt_cfg is None and assigner.min_pos_iou >= 0
                 and (assigner.ignore_iof_thr <= 0 or batch_gt_instances_ignore is None
                      or all(i is None or len(i) == 0 for i in batch_gt_instances_ignore))
