@@ -38,7 +38,8 @@ class SyncFreeMaxIoUAssigner(MaxIoUAssigner):
     own code. What ``assign`` does before (IoU, ignored boxes, ``gpu_assign_thr``,
     ``perm_repeat_gt_cfg``) is inherited unchanged: on CUDA ``assign`` still
     synchronises once, in mmdet's ``bbox_overlaps`` (``union.new_tensor([eps])`` uploads
-    from pageable memory), and with ignored boxes (``ignore_iof_thr > 0``) mmdet's
+    from pageable memory; not with ``SyncFreeBboxOverlaps2D``, as our configs name it as
+    the ``iou_calculator``), and with ignored boxes (``ignore_iof_thr > 0``) mmdet's
     boolean-mask write may add one. This ``assign_wrt_overlaps`` synchronises not at
     all, mmdet's in its Python loop over the gts (counted in docs/training_speed.md).
     """
