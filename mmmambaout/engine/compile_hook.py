@@ -19,12 +19,13 @@ so it names this hook, and the hook chooses in ``before_train``:
 
 Only training steps run compiled: validation inside training, testing and inference run
 the stages eagerly (see ``MambaOutStage``). Each stage compiles one graph with symbolic
-H and W. Inductor keeps what it compiled in its cache, so a later run of the same config
-skips most of the compilation. Its own default, ``/tmp/torchinductor_$USER``, is gone
-after a reboot and, on a cluster, on every other node; so unless
-``$TORCHINDUCTOR_CACHE_DIR`` is set, the hook points it at
-``~/.cache/mmmambaout/inductor`` (``$XDG_CACHE_HOME`` if set), beside Triton's own
-``~/.triton/cache``, and logs where the cache is.
+H and W. Inductor keeps what it compiled in its cache (the Triton kernels it compiles in
+its ``triton/`` subfolder), so a later run of the same config skips most of the
+compilation. Its own default, ``/tmp/torchinductor_$USER``, is gone after a reboot and,
+on a cluster, on every other node; so unless ``$TORCHINDUCTOR_CACHE_DIR`` is set, the
+hook points it at ``~/.cache/mmmambaout/inductor`` (``$XDG_CACHE_HOME`` if set), and logs
+where the cache is. (Where the home folder is a slow or quota-limited network drive,
+set the variable to local or scratch storage, or ``cache_dir=None``.)
 
 With graphs, the hook also logs after iteration 20 and each epoch how many CUDA graphs
 were recorded and how often inductor ran a compiled graph without one (it says why only
@@ -62,11 +63,11 @@ def default_cache_dir() -> str:
 
 
 def _inductor_default_cache_dir() -> Optional[str]:
-    try:   # a private module (torch >= 2.5)
+    try:   # a private module (torch >= 2.5); some versions fail without a user name
         from torch._inductor.runtime.cache_dir_utils import default_cache_dir as default
-    except ImportError:
+        return os.path.abspath(default())
+    except Exception:
         return None
-    return os.path.abspath(default())
 
 
 def use_cache_dir(cache_dir: Optional[str]) -> None:
@@ -77,11 +78,11 @@ def use_cache_dir(cache_dir: Optional[str]) -> None:
     reads the variable each time it caches, so this must precede compiling; it also
     reaches its compile workers and anything the run starts."""
     current = os.environ.get('TORCHINDUCTOR_CACHE_DIR')
-    if cache_dir is None or (current and os.path.abspath(current)
-                             != _inductor_default_cache_dir()):
+    if not cache_dir or (current and os.path.abspath(current)
+                         != _inductor_default_cache_dir()):
         return
-    path = default_cache_dir() if cache_dir == 'auto' else os.path.expanduser(cache_dir)
-    os.environ['TORCHINDUCTOR_CACHE_DIR'] = path
+    path = default_cache_dir() if cache_dir == 'auto' else cache_dir
+    os.environ['TORCHINDUCTOR_CACHE_DIR'] = os.path.abspath(os.path.expanduser(path))
 
 
 def inductor_cache_dir() -> str:

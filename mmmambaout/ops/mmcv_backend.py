@@ -77,6 +77,9 @@ def nms_working_boxes(boxes, iou_threshold, offset):
 PARALLEL_NMS_MIN_BOXES = 2048
 
 
+_OUT_OF_MEMORY = getattr(torch, 'OutOfMemoryError', torch.cuda.OutOfMemoryError)
+
+
 class DisableOnFailure:
     """A fast path (Triton kernels) that turns itself off for the rest of the process the
     first time it fails, so that a machine where it cannot run (no working Triton, a GPU
@@ -98,6 +101,8 @@ class DisableOnFailure:
             return None
         try:
             return fn(*args, **kwargs)
+        except _OUT_OF_MEMORY:   # the moment's memory, not the path: the caller's problem
+            raise
         except Exception as e:
             self.reason = f'{type(e).__name__}: {e}'
             warnings.warn(f'{self.what} is not available here ({self.reason}); using '

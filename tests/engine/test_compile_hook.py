@@ -141,7 +141,9 @@ def test_graph_stats_without_cuda():
 @pytest.mark.parametrize('setting, cache_dir, expected', [
     (None, 'auto', '{xdg}/mmmambaout/inductor'),   # ours, in the home folder
     (None, '~/ind', '{home}/ind'),
+    (None, 'rel/ind', '{cwd}/rel/ind'),            # made absolute
     (None, None, None),                            # inductor's default in /tmp
+    (None, '', None),
     ('/my/cache', 'auto', '/my/cache'),            # the user's variable always wins
     # inductor wrote its default there (it does on import): as if unset
     ('{default}', 'auto', '{xdg}/mmmambaout/inductor'),
@@ -153,7 +155,8 @@ def test_inductor_cache_folder(monkeypatch, tmp_path, setting, cache_dir, expect
     start_training(MambaOut(ARCH, out_indices=(0, 1)), monkeypatch=monkeypatch,
                    cache_dir=cache_dir)
     if expected:
-        expected = expected.format(xdg=tmp_path / 'cache', home=os.path.expanduser('~'))
+        expected = expected.format(xdg=tmp_path / 'cache', home=os.path.expanduser('~'),
+                                   cwd=os.getcwd())
     assert os.environ.get('TORCHINDUCTOR_CACHE_DIR') == expected
     if expected:
         assert compile_hook.inductor_cache_dir() == expected   # what the hook logs

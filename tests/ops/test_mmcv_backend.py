@@ -204,6 +204,16 @@ def test_nms_falls_back_when_the_triton_path_fails(monkeypatch):
     assert mmcv_backend._parallel_nms(torch.zeros(3000, 4), 0.5) is None   # stays off
 
 
+def test_out_of_memory_does_not_turn_a_fast_path_off():
+    guard = mmcv_backend.DisableOnFailure('a fast path', 'the other path')
+
+    def oom():
+        raise torch.cuda.OutOfMemoryError('CUDA out of memory')
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        guard(oom)
+    assert guard.reason is None and guard(lambda: 3) == 3
+
+
 def test_batched_nms_per_class():
     gen = torch.Generator().manual_seed(2)
     boxes = _random_boxes(150, gen).float()

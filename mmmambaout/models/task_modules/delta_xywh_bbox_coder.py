@@ -27,9 +27,13 @@ class SyncFreeDeltaXYWHBBoxCoder(DeltaXYWHBBoxCoder):
         self._constants = {}
 
     def _means_stds(self, like: torch.Tensor):
-        key = (like.device, like.dtype)
+        # keyed by the values too, in case someone reassigns them; made as normal tensors
+        # even under inference_mode, which a later training call could not save
+        key = (like.device, like.dtype, tuple(self.means), tuple(self.stds))
         if key not in self._constants:
-            self._constants[key] = (like.new_tensor(self.means), like.new_tensor(self.stds))
+            with torch.inference_mode(False):
+                self._constants[key] = (like.new_tensor(self.means),
+                                        like.new_tensor(self.stds))
         return self._constants[key]
 
     def encode(self, bboxes, gt_bboxes):

@@ -71,3 +71,17 @@ def test_no_tensors_from_python_numbers_after_the_first_call(random_boxes, count
             coder.encode(p, g)
             coder.decode(p, deltas, max_shape=(50, 50))
         assert counter.count == expected, coder   # mmdet's: means and stds, twice
+
+
+def test_constants_follow_reassignment_and_serve_training_after_inference(random_boxes):
+    gen = torch.Generator().manual_seed(3)
+    p, g = random_boxes(6, gen), random_boxes(6, gen)
+    stock, ours = both(dict())
+    with torch.inference_mode():   # constants made here must not be inference tensors
+        ours.encode(p, g)
+    deltas = torch.randn(6, 4, generator=gen, requires_grad=True)
+    ours.decode(p, deltas).sum().backward()   # saves the stds for the backward
+    assert deltas.grad is not None
+    for coder in (stock, ours):
+        coder.means, coder.stds = (0.5, 0.5, 0.0, 0.0), (2.0, 2.0, 1.0, 1.0)
+    assert torch.equal(ours.encode(p, g), stock.encode(p, g))
