@@ -77,6 +77,22 @@ def test_benchmark_inference_cpu_side_by_side(run_script):
                      proc.stdout, re.M)
 
 
+def test_benchmark_inference_separate_processes(run_script):
+    proc = run_script('tools/analysis/benchmark_inference.py', 'configs/demo/mask_rcnn_mambaout_demo.py',
+                      'configs/demo/upernet_mambaout_demo.py', '--device', 'cpu', '--images', 1,
+                      '--rounds', 1, '--separate-processes')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'each config in its own process' in proc.stdout
+    # each child printed its own header, then the parent one table of both
+    assert proc.stdout.count('command: python') == 3
+    for name in ('mask_rcnn_mambaout_demo', 'upernet_mambaout_demo'):
+        assert f'--- configs/demo/{name}.py, in its own process' in proc.stdout
+        assert len(re.findall(rf'^\| configs/demo/{name}.py \| [\d.]+ \|', proc.stdout, re.M)) == 2
+    bad = run_script('tools/analysis/benchmark_inference.py', 'configs/no_such_config.py',
+                     '--device', 'cpu', '--images', 1, '--rounds', 1, '--separate-processes')
+    assert bad.returncode != 0 and 'error: the process for configs/no_such_config.py' in bad.stderr
+
+
 def test_profile_inference_cpu_phases(run_script):
     proc = run_script('tools/analysis/profile_inference.py', 'configs/demo/mask_rcnn_mambaout_demo.py',
                       '--device', 'cpu', '--images', 2)

@@ -19,6 +19,12 @@ times the model that validation inside ``tools/train.py`` runs; the plain run ti
 ``tools/test.py`` and the Inferencers run. Peak memory is that of the first pass, less
 what other configs still hold.
 
+In one process, the first config also pays what a process pays on first use (CUDA
+context, cuBLAS / cuDNN set-up, Triton kernels the configs share), so its first pass is
+not comparable with the others'. ``--separate-processes`` runs each config in a fresh
+process instead, one after another, for a "from the first image" comparison; steady rates
+side by side, for a ratio, come from one process.
+
 Example (the tables in docs/benchmarks.md)::
 
     python tools/analysis/benchmark_inference.py configs/mask_rcnn_mambaout_t_1x_coco.py \\
@@ -29,7 +35,9 @@ import argparse
 import json
 import os.path as osp
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
@@ -154,6 +162,25 @@ def print_header(device_arg):
     return device
 
 
+def in_own_process(name, args):
+    """This script on config ``name`` alone in a new Python process, same options; its
+    result rows (its output is shown as it goes)."""
+    options = ['--images', args.images, '--rounds', args.rounds, '--device', args.device,
+               '--score-thr', args.score_thr, '--seed', args.seed]
+    options += [flag for flag, on in (('--amp', args.amp), ('--slide', args.slide),
+                                      ('--as-in-training', args.as_in_training)) if on]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = osp.join(tmp, 'rows.json')
+        print(f'--- {name}, in its own process', flush=True)
+        proc = subprocess.run([sys.executable, osp.abspath(__file__), name, '--out', out]
+                              + [str(o) for o in options])
+        if proc.returncode != 0:
+            raise SystemExit(f'error: the process for {name} failed (exit status '
+                             f'{proc.returncode}); its output is above')
+        with open(out) as f:
+            return json.load(f)['rows']
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('configs', nargs='+',
@@ -173,6 +200,12 @@ def main():
                         help="apply the config's MambaOutCompileHook first: the model that "
                              'validation inside tools/train.py runs')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--separate-processes', action='store_true',
+                        help='run each config in a fresh Python process, one after another: '
+                             'then every first pass pays what a process pays on first use '
+                             '(CUDA context, cuBLAS / cuDNN set-up, shared Triton kernels), '
+                             'not just the first config\'s; the steady rates then come from '
+                             'different processes')
     parser.add_argument('--out', help='also write the results as JSON here')
     args = parser.parse_args()
     if args.rounds < 1 or args.images < 1:
@@ -181,18 +214,20 @@ def main():
     device = print_header(args.device)
     sizes = image_sizes(args.images, args.seed)
     print(f'{args.images} images, sizes {min(sizes)}..{max(sizes)} (h, w), batch 1, amp={args.amp}, '
-          f'first pass + {args.rounds} timed passes (median per image)')
-    kept = [Inference(name, args, sizes) for name in args.configs]
-    for _ in range(args.rounds):
-        for inf in kept:
-            inf.run_pass(keep=True)
+          f'first pass + {args.rounds} timed passes (median per image)'
+          + (', each config in its own process' if args.separate_processes else ''))
+    if args.separate_processes:
+        rows = [row for name in args.configs for row in in_own_process(name, args)]
+    else:
+        kept = [Inference(name, args, sizes) for name in args.configs]
+        for _ in range(args.rounds):
+            for inf in kept:
+                inf.run_pass(keep=True)
+        rows = [inf.result() for inf in kept]
     header = ('| config | img/s | ms/img | first pass s (first image s) | peak GiB | '
               'peak reserved GiB | detections/img |')
     print(header + '\n' + '|---' * header.count(' |') + '|')
-    rows = []
-    for inf in kept:
-        r = inf.result()
-        rows.append(r)
+    for r in rows:
         print(f"| {r['config']} | {r['img_s']:.1f} | {r['ms_img']:.1f} | "
               f"{r['first_pass_s']:.1f} ({r['first_image_s']:.2f}) | {r['peak_gib']:.2f} | "
               f"{r['reserved_gib']:.2f} | {r.get('instances_per_image', '-')} |", flush=True)
