@@ -125,6 +125,28 @@ def _channel_tile(A_ptr, bias_ptr, dim, H, N, HAS_BIAS: tl.constexpr,
 
 
 @triton.jit
+def _store_segment_map(seg_v_ptr, seg_s_ptr, seg, v, S, dim, N, offs_d, offs_n, mask_d,
+                       mask_dn):
+    """Segment ``seg`` (``batch * n_seg + segment``) as the map ``x -> exp(S A) x + v``:
+    ``v`` (BLOCK_D, BLOCK_N) into seg_v (batch, n_seg, dim, N), ``S`` (BLOCK_D, ) into
+    seg_s (batch, n_seg, dim)."""
+    tl.store(seg_v_ptr + (seg * dim + offs_d[:, None]) * N + offs_n[None, :], v,
+             mask=mask_dn)
+    tl.store(seg_s_ptr + seg * dim + offs_d, S, mask=mask_d)
+
+
+@triton.jit
+def _apply_segment_map(x, seg_v_ptr, seg_s_ptr, seg, A2, dim, N, offs_d, offs_n, mask_d,
+                       mask_dn):
+    """Segment ``seg``'s map (:func:`_store_segment_map`) applied to ``x``; ``A2`` is A
+    times log2(e)."""
+    S = tl.load(seg_s_ptr + seg * dim + offs_d, mask=mask_d, other=0.0)
+    v = tl.load(seg_v_ptr + (seg * dim + offs_d[:, None]) * N + offs_n[None, :],
+                mask=mask_dn, other=0.0)
+    return tl.exp2(S[:, None] * A2) * x + v
+
+
+@triton.jit
 def _fwd_segment_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, seg_h_ptr, seg_s_ptr,
                         dim, L, H, G, N, n_seg,
                         HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, SEG_L: tl.constexpr,
@@ -165,10 +187,8 @@ def _fwd_segment_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, seg_h_ptr, seg
         h = (tl.exp2(total[:, None] * A2) * h
              + tl.sum(w * ((dt * u)[:, None, :] * Bt[None, :, :]), axis=2))
         S += total
-    seg = pid_b * n_seg + k
-    tl.store(seg_h_ptr + (seg * dim + offs_d[:, None]) * N + offs_n[None, :], h,
-             mask=mask_dn)
-    tl.store(seg_s_ptr + seg * dim + offs_d, S, mask=mask_d)
+    _store_segment_map(seg_h_ptr, seg_s_ptr, pid_b * n_seg + k, h, S, dim, N, offs_d, offs_n,
+                       mask_d, mask_dn)
 
 
 @triton.jit
@@ -201,11 +221,8 @@ def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
 
     h = tl.zeros((BLOCK_D, BLOCK_N), tl.float32)
     for j in range(0, pid_s):
-        seg = pid_b * n_seg + j
-        S_j = tl.load(seg_s_ptr + seg * dim + offs_d, mask=mask_d, other=0.0)
-        h_j = tl.load(seg_h_ptr + (seg * dim + offs_d[:, None]) * N + offs_n[None, :],
-                      mask=mask_dn, other=0.0)
-        h = tl.exp2(S_j[:, None] * A2) * h + h_j
+        h = _apply_segment_map(h, seg_h_ptr, seg_s_ptr, pid_b * n_seg + j, A2, dim, N,
+                               offs_d, offs_n, mask_d, mask_dn)
     for c in range(c_lo, c_hi):
         l = c * BLOCK_L + offs_l
         ml = l < L
@@ -313,10 +330,8 @@ def _bwd_segment_kernel(delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr,
     dt_after, _ = _delta(tl.load(delta_ptr + row_d + l_next, mask=m_next, other=0.0),
                          m_next, bias, HAS_BIAS, SOFTPLUS)
     S += dt_after
-    seg = pid_b * n_seg + k
-    tl.store(seg_b_ptr + (seg * dim + offs_d[:, None]) * N + offs_n[None, :], b,
-             mask=mask_dn)
-    tl.store(seg_s_ptr + seg * dim + offs_d, S, mask=mask_d)
+    _store_segment_map(seg_b_ptr, seg_s_ptr, pid_b * n_seg + k, b, S, dim, N, offs_d, offs_n,
+                       mask_d, mask_dn)
 
 
 @triton.jit
@@ -352,11 +367,8 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
         gcarry = tl.zeros((BLOCK_D, BLOCK_N), tl.float32)
     # the adjoint entering from this segment's end: the later segments' maps, last first
     for i in range(0, n_seg - 1 - pid_s):
-        k = pid_b * n_seg + n_seg - 1 - i
-        S_k = tl.load(seg_s_ptr + k * dim + offs_d, mask=mask_d, other=0.0)
-        b_k = tl.load(seg_b_ptr + (k * dim + offs_d[:, None]) * N + offs_n[None, :],
-                      mask=mask_dn, other=0.0)
-        gcarry = tl.exp2(S_k[:, None] * A2) * gcarry + b_k
+        gcarry = _apply_segment_map(gcarry, seg_b_ptr, seg_s_ptr, pid_b * n_seg + n_seg - 1 - i,
+                                    A2, dim, N, offs_d, offs_n, mask_d, mask_dn)
     dA_acc = tl.zeros((BLOCK_D, BLOCK_N, BLOCK_L), tl.float32)  # reduced over L at the end
     dD_acc = tl.zeros((BLOCK_D,), tl.float32)
     dbias_acc = tl.zeros((BLOCK_D,), tl.float32)
@@ -670,10 +682,7 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
         u, delta, A, B, C, D, z, delta_bias = _contiguous(u, delta, A, B, C, D, z, delta_bias)
         out, _, last_state = torch.ops.mmmambaout.selective_scan_fwd(
             u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus))
-    elif return_last_state:
-        out, last_state = _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias,
-                                                     delta_softplus, True)
-    else:
-        return _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias,
-                                          delta_softplus, False)
-    return (out, last_state) if return_last_state else out
+        return (out, last_state) if return_last_state else out
+    # out, or (out, last state): what this function returns
+    return _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                      bool(return_last_state))
