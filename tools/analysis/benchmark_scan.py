@@ -269,6 +269,19 @@ def sweep(args_ns, device, apply_best=False):
             return bench(lambda: selective_scan(**inputs, delta_softplus=True,
                                                 backend='triton'), device)
 
+    def fastest_bwd(configs, best):
+        """``(fwd+bwd ms, config)`` of the fastest backward config, ``best`` included."""
+        for c in configs:
+            cfg['bwd'] = c
+            _, t_fb, _, _ = run_case('triton', inputs, device, None)
+            print(f'L={L} {dname} fwd {cfg["fwd"]} bwd {c}: fwd+bwd {t_fb:.3f} ms',
+                  flush=True)
+            rows.append(dict(L=L, dtype=dname, fwd=dict(cfg['fwd']), bwd=dict(c),
+                             fwd_bwd_ms=t_fb))
+            if best is None or t_fb < best[0]:
+                best = (t_fb, dict(c))
+        return best
+
     for dname in args_ns.dtypes:
         key = 'float32' if dname == 'fp32' else '16bit'
         cfg = tri.CONFIGS[key]
@@ -283,7 +296,6 @@ def sweep(args_ns, device, apply_best=False):
             if best_fwd is None or t < best_fwd[0]:
                 best_fwd = (t, dict(cfg['fwd']))
         cfg['fwd'] = best_fwd[1]
-        best = None
         # the backward's configs (the default segment length, where it fits), then its
         # segment lengths with the fastest
         configs = [dict(default['bwd'], BLOCK_L=bl, BLOCK_D=bd, num_warps=nw)
@@ -291,19 +303,9 @@ def sweep(args_ns, device, apply_best=False):
         for c in configs:
             if c['SEG_L'] is not None and c['SEG_L'] % c['BLOCK_L']:
                 c['SEG_L'] = None
-        for stage in ('config', 'SEG_L'):
-            if stage == 'SEG_L':
-                configs = [dict(best[1], SEG_L=x)
-                           for x in segment_lengths(L, best[1]['BLOCK_L'])]
-            for c in configs:
-                cfg['bwd'] = c
-                _, t_fb, _, _ = run_case('triton', inputs, device, None)
-                print(f'L={L} {dname} fwd {cfg["fwd"]} bwd {c}: fwd+bwd {t_fb:.3f} ms',
-                      flush=True)
-                rows.append(dict(L=L, dtype=dname, fwd=dict(cfg['fwd']), bwd=dict(c),
-                                 fwd_bwd_ms=t_fb))
-                if best is None or t_fb < best[0]:
-                    best = (t_fb, dict(c))
+        best = fastest_bwd(configs, None)
+        best = fastest_bwd([dict(best[1], SEG_L=x)
+                            for x in segment_lengths(L, best[1]['BLOCK_L'])], best)
         cfg['bwd'] = best[1]
         # the forward's segment length: a multiple of its chunk and of the saved-state
         # interval (the backward's chunk)
