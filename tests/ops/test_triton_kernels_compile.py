@@ -76,12 +76,13 @@ def test_gated_conv_mixer_kernels_compile(launches, dtype):
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize('optional', [True, False])
-def test_selective_scan_kernels_compile(launches, dtype, optional, monkeypatch):
+@pytest.mark.parametrize('segmented', [True, False])
+def test_selective_scan_kernels_compile(launches, dtype, optional, segmented, monkeypatch):
     from mmmambaout.ops.selective_scan.triton import CONFIGS, _launch_bwd, _launch_fwd
-    # segments in both directions: four kernels
+    # segments in both directions: four kernels; none: the forward and backward alone
     for cfg in CONFIGS.values():
-        monkeypatch.setitem(cfg['fwd'], 'SEG_L', 128)
-        monkeypatch.setitem(cfg['bwd'], 'SEG_L', 256)
+        monkeypatch.setitem(cfg['fwd'], 'SEG_L', 128 if segmented else None)
+        monkeypatch.setitem(cfg['bwd'], 'SEG_L', 256 if segmented else None)
     batch, dim, L, G, N = 2, 8, 300, 2, 16
     u, delta, z = (torch.rand(batch, dim, L, dtype=dtype) for _ in range(3))
     A = -torch.rand(dim, N)
@@ -91,4 +92,27 @@ def test_selective_scan_kernels_compile(launches, dtype, optional, monkeypatch):
     out, states = _launch_fwd(u, delta, A, B, C, *opt, True)
     _launch_bwd(u, delta, A, B, C, *opt, states, out, states[:, :, -1] if optional else None,
                 True)
-    assert compile_all(launches) == 4
+    assert compile_all(launches) == (4 if segmented else 2)
+
+
+@pytest.mark.parametrize('segmented', [True, False])
+def test_selective_scan_constants_do_not_depend_on_length(launches, segmented, monkeypatch):
+    # a new sequence length (a new image size) must not compile new kernels: only
+    # arguments, never compile-time constants, may change with L
+    from mmmambaout.ops.selective_scan.triton import CONFIGS, _launch_bwd, _launch_fwd
+    for cfg in CONFIGS.values():
+        monkeypatch.setitem(cfg['fwd'], 'SEG_L', 128 if segmented else None)
+        monkeypatch.setitem(cfg['bwd'], 'SEG_L', 256 if segmented else None)
+    constants = []
+    for L in (600, 1000):
+        launches.clear()
+        u, delta, z = (torch.rand(1, 4, L) for _ in range(3))
+        A, D, bias = -torch.rand(4, 16), torch.rand(4), torch.rand(4)
+        B, C = (torch.rand(1, 1, 16, L) for _ in range(2))
+        out, states = _launch_fwd(u, delta, A, B, C, D, z, bias, True)
+        _launch_bwd(u, delta, A, B, C, D, z, bias, states, out, None, True)
+        constants.append({fn.__name__: {p.name: values[p.name] for p in fn.params
+                                        if p.is_constexpr}
+                          for fn, values, _ in launches})
+    assert len(constants[0]) == (4 if segmented else 2)
+    assert constants[0] == constants[1]

@@ -175,8 +175,10 @@ def kernel_ms(fn, device, iters=10):
         for _ in range(iters):
             fn()
         torch.cuda.synchronize()
-    total = sum(getattr(e, 'self_device_time_total', None) or e.self_cuda_time_total
-                for e in prof.key_averages())   # torch < 2.4: self_cuda_time_total
+    events = prof.key_averages()
+    field = ('self_device_time_total' if all(hasattr(e, 'self_device_time_total') for e in events)
+             else 'self_cuda_time_total')   # torch < 2.4
+    total = sum(getattr(e, field) for e in events)
     return total / iters / 1e3
 
 

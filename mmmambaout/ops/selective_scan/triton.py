@@ -50,9 +50,9 @@ __all__ = ['selective_scan_triton', 'CONFIGS']
 #: multiple of its ``BLOCK_L``, the forward's a multiple of both ``BLOCK_L``.
 CONFIGS = {
     'float32': dict(fwd=dict(BLOCK_L=64, BLOCK_D=4, num_warps=2, SEG_L=None),
-                    bwd=dict(BLOCK_L=16, BLOCK_D=4, num_warps=2, PREFETCH=True, SEG_L=256)),
+                    bwd=dict(BLOCK_L=16, BLOCK_D=4, num_warps=2, PREFETCH=True, SEG_L=1024)),
     '16bit': dict(fwd=dict(BLOCK_L=64, BLOCK_D=1, num_warps=1, SEG_L=None),
-                  bwd=dict(BLOCK_L=16, BLOCK_D=2, num_warps=2, PREFETCH=False, SEG_L=256)),
+                  bwd=dict(BLOCK_L=16, BLOCK_D=2, num_warps=2, PREFETCH=False, SEG_L=None)),
 }
 
 
@@ -125,6 +125,17 @@ def _channel_tile(A_ptr, bias_ptr, dim, H, N, HAS_BIAS: tl.constexpr,
 
 
 @triton.jit
+def _segment_chunks(pid_s, seg_chunks, n_chunks, SEGMENTED: tl.constexpr):
+    """The chunks ``[lo, hi)`` of segment ``pid_s``: all of them unless ``SEGMENTED``.
+    (The chunk count is an argument, not a constant: one compiled kernel serves every
+    sequence length; the unsegmented kernel keeps the plain loop over all chunks.)"""
+    if SEGMENTED:
+        lo = pid_s * seg_chunks
+        return lo, tl.minimum(lo + seg_chunks, n_chunks)
+    return 0, n_chunks
+
+
+@triton.jit
 def _store_segment_map(seg_v_ptr, seg_s_ptr, seg, v, S, dim, N, offs_d, offs_n, mask_d,
                        mask_dn):
     """Segment ``seg`` (``batch * n_seg + segment``) as the map ``x -> exp(S A) x + v``:
@@ -194,19 +205,18 @@ def _fwd_segment_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, seg_h_ptr, seg
 @triton.jit
 def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
                 out_ptr, states_ptr, seg_h_ptr, seg_s_ptr,
-                dim, L, H, G, N, n_chunks, n_saved, n_seg,
+                dim, L, H, G, N, n_chunks, n_saved, n_seg, seg_chunks,
                 HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                SOFTPLUS: tl.constexpr, SAVE_L: tl.constexpr, SEG_CHUNKS: tl.constexpr,
+                SOFTPLUS: tl.constexpr, SAVE_L: tl.constexpr, SEGMENTED: tl.constexpr,
                 BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
     # Tiles are (step, channel, state), so the scan runs along the leading axis, which
     # Triton's default layout keeps inside a thread: a sequential scan without shuffles.
     # The state after every SAVE_L steps (the backward's chunk) goes to states_ptr.
-    # program_id(2) is the segment: chunks [c_lo, c_hi), entered with the state that
-    # the earlier segments' maps give.
+    # SEGMENTED: program_id(2) is the segment, chunks [c_lo, c_hi), entered with the
+    # state that the earlier segments' maps give; else one program walks all chunks.
     pid_b = tl.program_id(1).to(tl.int64)
     pid_s = tl.program_id(2)
-    c_lo = pid_s * SEG_CHUNKS
-    c_hi = tl.minimum(c_lo + SEG_CHUNKS, n_chunks)
+    c_lo, c_hi = _segment_chunks(pid_s, seg_chunks, n_chunks, SEGMENTED)
     offs_l = tl.arange(0, BLOCK_L)
     offs_d, offs_n, mask_d, mask_n, mask_dn, grp, A, bias = _channel_tile(
         A_ptr, bias_ptr, dim, H, N, HAS_BIAS, BLOCK_D, BLOCK_N)
@@ -220,9 +230,10 @@ def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
     is_last = (offs_l == BLOCK_L - 1)[:, None, None]
 
     h = tl.zeros((BLOCK_D, BLOCK_N), tl.float32)
-    for j in range(0, pid_s):
-        h = _apply_segment_map(h, seg_h_ptr, seg_s_ptr, pid_b * n_seg + j, A2, dim, N,
-                               offs_d, offs_n, mask_d, mask_dn)
+    if SEGMENTED:
+        for j in range(0, pid_s):
+            h = _apply_segment_map(h, seg_h_ptr, seg_s_ptr, pid_b * n_seg + j, A2, dim, N,
+                                   offs_d, offs_n, mask_d, mask_dn)
     for c in range(c_lo, c_hi):
         l = c * BLOCK_L + offs_l
         ml = l < L
@@ -338,16 +349,15 @@ def _bwd_segment_kernel(delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr,
 def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, states_ptr,
                 dout_ptr, dlast_ptr, seg_b_ptr, seg_s_ptr,
                 du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
-                dim, L, H, G, N, n_chunks, n_seg,
+                dim, L, H, G, N, n_chunks, n_seg, seg_chunks,
                 HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                 SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, PREFETCH: tl.constexpr,
-                SEG_CHUNKS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+                SEGMENTED: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
                 BLOCK_L: tl.constexpr):
-    # program_id(2) is the segment: chunks [c_lo, c_hi), walked in reverse
+    # SEGMENTED: program_id(2) is the segment, chunks [c_lo, c_hi); walked in reverse
     pid_b = tl.program_id(1).to(tl.int64)
     pid_s = tl.program_id(2)
-    c_lo = pid_s * SEG_CHUNKS
-    c_hi = tl.minimum(c_lo + SEG_CHUNKS, n_chunks)
+    c_lo, c_hi = _segment_chunks(pid_s, seg_chunks, n_chunks, SEGMENTED)
     offs_l = tl.arange(0, BLOCK_L)
     offs_d, offs_n, mask_d, mask_n, mask_dn, grp, A, bias = _channel_tile(
         A_ptr, bias_ptr, dim, H, N, HAS_BIAS, BLOCK_D, BLOCK_N)
@@ -366,9 +376,11 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
     else:
         gcarry = tl.zeros((BLOCK_D, BLOCK_N), tl.float32)
     # the adjoint entering from this segment's end: the later segments' maps, last first
-    for i in range(0, n_seg - 1 - pid_s):
-        gcarry = _apply_segment_map(gcarry, seg_b_ptr, seg_s_ptr, pid_b * n_seg + n_seg - 1 - i,
-                                    A2, dim, N, offs_d, offs_n, mask_d, mask_dn)
+    if SEGMENTED:
+        for i in range(0, n_seg - 1 - pid_s):
+            gcarry = _apply_segment_map(gcarry, seg_b_ptr, seg_s_ptr,
+                                        pid_b * n_seg + n_seg - 1 - i, A2, dim, N, offs_d,
+                                        offs_n, mask_d, mask_dn)
     dA_acc = tl.zeros((BLOCK_D, BLOCK_N, BLOCK_L), tl.float32)  # reduced over L at the end
     dD_acc = tl.zeros((BLOCK_D,), tl.float32)
     dbias_acc = tl.zeros((BLOCK_D,), tl.float32)
@@ -519,9 +531,9 @@ def _launch_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     _fwd_kernel[(triton.cdiv(dim, bd), batch, n_seg)](
         u, delta, A, B, C, D if D is not None else u, z if z is not None else u,
         delta_bias if delta_bias is not None else u, out, states, seg_h, seg_s,
-        dim, L, H, G, N, n_chunks, n_saved, n_seg,
+        dim, L, H, G, N, n_chunks, n_saved, n_seg, seg_chunks,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-        SOFTPLUS=bool(delta_softplus), SAVE_L=save_l, SEG_CHUNKS=seg_chunks, BLOCK_D=bd,
+        SOFTPLUS=bool(delta_softplus), SAVE_L=save_l, SEGMENTED=n_seg > 1, BLOCK_D=bd,
         BLOCK_N=block_n, BLOCK_L=fwd['BLOCK_L'], num_warps=fwd['num_warps'])
     return out, states
 
@@ -576,9 +588,9 @@ def _launch_bwd(u, delta, A, B, C, D, z, delta_bias, states, dout, dlast, delta_
         delta_bias if delta_bias is not None else u, states, dout,
         dlast if dlast is not None else u, seg_b, seg_s,
         du, ddelta, dz if dz is not None else du, dA, dB, dC, dD, dbias,
-        dim, L, H, G, N, n_chunks, n_seg,
+        dim, L, H, G, N, n_chunks, n_seg, seg_chunks,
         HAS_D=D is not None, HAS_DLAST=dlast is not None, PREFETCH=bwd['PREFETCH'],
-        SEG_CHUNKS=seg_chunks, BLOCK_L=bwd['BLOCK_L'], **flags)
+        SEGMENTED=n_seg > 1, BLOCK_L=bwd['BLOCK_L'], **flags)
     return (du, ddelta, dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
             dD.to(D.dtype) if D is not None else None, dz,
             dbias.to(delta_bias.dtype) if delta_bias is not None else None)
