@@ -286,10 +286,49 @@ def test_benchmark_scan_sweep_picks_the_fastest_configs(load_script, monkeypatch
         assert tri.CONFIGS['float32']['bwd'] == dict(default['float32']['bwd'], BLOCK_L=32,
                                                      BLOCK_D=8, num_warps=4, SEG_L=128)
         # the grid's (32, 8, 4) once with the default SEG_L, then each segment length
-        assert segments['bwd'] == [256, 64, 128, 256, None]
+        assert segments['bwd'] == [default['float32']['bwd']['SEG_L'], 64, 128, 256, None]
         assert segments['fwd'] == [None, 64, 128, 256, None]
         module.sweep(args, torch.device('cpu'), apply_best=False)
         assert tri.CONFIGS['float32']['bwd']['SEG_L'] == 128   # what --tune had left
+    finally:
+        tri.CONFIGS.clear()
+        tri.CONFIGS.update(default)
+
+
+def test_benchmark_scan_sweep_segments_only(load_script, monkeypatch):
+    # --sweep segments: the configured forward and backward, only their segment lengths
+    # timed (the backward's, then the forward's), nothing of the grid
+    pytest.importorskip('triton')
+    from types import SimpleNamespace
+
+    import torch
+
+    from mmmambaout.ops.selective_scan import triton as tri
+    module = load_script('tools/analysis/benchmark_scan.py')
+    default = {k: {s: dict(c) for s, c in v.items()} for k, v in tri.CONFIGS.items()}
+    seen = {'fwd': [], 'bwd': []}
+
+    def fake_bench(fn, device, reps=None, **kw):
+        fwd = dict(tri.CONFIGS['float32']['fwd'])
+        seen['fwd'].append(fwd.pop('SEG_L'))
+        assert fwd == {k: v for k, v in default['float32']['fwd'].items() if k != 'SEG_L'}
+        return 1.0 - 0.5 * (seen['fwd'][-1] == 128)
+
+    def fake_run_case(backend, inputs, device, reps, earlier=None):
+        bwd = dict(tri.CONFIGS['float32']['bwd'])
+        seen['bwd'].append(bwd.pop('SEG_L'))
+        assert bwd == {k: v for k, v in default['float32']['bwd'].items() if k != 'SEG_L'}
+        return 0.5, 3.0 - (seen['bwd'][-1] == 64), None, None
+
+    monkeypatch.setattr(module, 'bench', fake_bench)
+    monkeypatch.setattr(module, 'run_case', fake_run_case)
+    args = SimpleNamespace(lengths=[300], dtypes=['fp32'], batch=1, dim=4, N=2)
+    try:
+        module.sweep(args, torch.device('cpu'), apply_best=True, segments_only=True)
+        assert seen['bwd'] == [64, 128, 256, None]   # multiples of BLOCK_L 16 below L
+        assert seen['fwd'] == [None, 64, 128, 256, None]   # one segment first
+        assert tri.CONFIGS['float32']['bwd']['SEG_L'] == 64
+        assert tri.CONFIGS['float32']['fwd']['SEG_L'] == 128
     finally:
         tri.CONFIGS.clear()
         tri.CONFIGS.update(default)

@@ -13,6 +13,7 @@ at ImageNet resolution (L 197), with softplus, z, D and delta_bias.
 
     python tools/analysis/benchmark_scan.py                      # CUDA, all backends
     python tools/analysis/benchmark_scan.py --sweep              # Triton launch configs
+    python tools/analysis/benchmark_scan.py --sweep segments     # only the segment lengths
     python tools/analysis/benchmark_scan.py --device cpu --lengths 197 --dtypes fp32
     python tools/analysis/benchmark_scan.py --backends triton --triton-at 709f39e
     python tools/analysis/benchmark_scan.py --profile            # + GPU time: host-bound?
@@ -254,12 +255,13 @@ def segment_lengths(L, multiple):
     return [x for x in (64, 128, 256, 512, 1024, 2048) if x % multiple == 0 and x < L] + [None]
 
 
-def sweep(args_ns, device, apply_best=False):
+def sweep(args_ns, device, apply_best=False, segments_only=False):
     """Time Triton launch configs at the first length, for each dtype: the forward config
     (chunk length, channels per program, warps; one segment) by forward time, then the
     backward config by forward+backward time with the fastest forward, then the
-    backward's segment length, then the forward's. With ``apply_best``, keep the fastest
-    configs for the table."""
+    backward's segment length, then the forward's. ``segments_only``: only the two
+    segment lengths, the other parameters as in ``CONFIGS``. With ``apply_best``, keep
+    the fastest configs for the table."""
     from mmmambaout.ops.selective_scan import triton as tri
     L = args_ns.lengths[0]
     grid = [(bl, bd, nw) for bl in (16, 32, 64) for bd, nw in
@@ -289,25 +291,31 @@ def sweep(args_ns, device, apply_best=False):
         cfg = tri.CONFIGS[key]
         default = {k: dict(v) for k, v in cfg.items()}
         inputs = make_inputs(args_ns.batch, args_ns.dim, args_ns.N, L, DTYPES[dname], device)
-        best_fwd = None
-        for bl, bd, nw in grid:
-            cfg['fwd'] = dict(BLOCK_L=bl, BLOCK_D=bd, num_warps=nw, SEG_L=None)
-            t = fwd_time()
-            print(f'L={L} {dname} fwd {cfg["fwd"]}: {t:.3f} ms', flush=True)
-            rows.append(dict(L=L, dtype=dname, fwd=dict(cfg['fwd']), fwd_ms=t))
-            if best_fwd is None or t < best_fwd[0]:
-                best_fwd = (t, dict(cfg['fwd']))
-        cfg['fwd'] = best_fwd[1]
-        # the backward's configs (the default segment length, where it fits), then its
-        # segment lengths with the fastest
-        configs = [dict(default['bwd'], BLOCK_L=bl, BLOCK_D=bd, num_warps=nw)
-                   for bl, bd, nw in grid]
-        for c in configs:
-            if c['SEG_L'] is not None and c['SEG_L'] % c['BLOCK_L']:
-                c['SEG_L'] = None
-        best = fastest_bwd(configs, None)
-        best = fastest_bwd([dict(best[1], SEG_L=x)
-                            for x in segment_lengths(L, best[1]['BLOCK_L'])], best)
+        if segments_only:   # the configured forward and backward, one segment each
+            cfg['fwd'] = dict(default['fwd'], SEG_L=None)
+            best_fwd = (fwd_time(), dict(cfg['fwd']))
+            best = None
+        else:
+            best_fwd = None
+            for bl, bd, nw in grid:
+                cfg['fwd'] = dict(BLOCK_L=bl, BLOCK_D=bd, num_warps=nw, SEG_L=None)
+                t = fwd_time()
+                print(f'L={L} {dname} fwd {cfg["fwd"]}: {t:.3f} ms', flush=True)
+                rows.append(dict(L=L, dtype=dname, fwd=dict(cfg['fwd']), fwd_ms=t))
+                if best_fwd is None or t < best_fwd[0]:
+                    best_fwd = (t, dict(cfg['fwd']))
+            cfg['fwd'] = best_fwd[1]
+            # the backward's configs (the default segment length, where it fits), then
+            # its segment lengths with the fastest
+            configs = [dict(default['bwd'], BLOCK_L=bl, BLOCK_D=bd, num_warps=nw)
+                       for bl, bd, nw in grid]
+            for c in configs:
+                if c['SEG_L'] is not None and c['SEG_L'] % c['BLOCK_L']:
+                    c['SEG_L'] = None
+            best = fastest_bwd(configs, None)
+        best_bwd = best[1] if best else default['bwd']
+        best = fastest_bwd([dict(best_bwd, SEG_L=x)
+                            for x in segment_lengths(L, best_bwd['BLOCK_L'])], best)
         cfg['bwd'] = best[1]
         # the forward's segment length: a multiple of its chunk and of the saved-state
         # interval (the backward's chunk)
@@ -340,8 +348,10 @@ def main():
     p.add_argument('--naive-max-length', type=int, default=4000,
                    help='skip the naive loop above this length')
     p.add_argument('--reps', type=int, default=None, help='timed repetitions (CPU)')
-    p.add_argument('--sweep', action='store_true', help='time Triton launch configs')
-    p.add_argument('--tune', action='store_true',
+    p.add_argument('--sweep', nargs='?', const='all', choices=['all', 'segments'],
+                   help="time Triton launch configs ('segments': only the segment "
+                        'lengths, the rest as configured)')
+    p.add_argument('--tune', nargs='?', const='all', choices=['all', 'segments'],
                    help='sweep, then run the table with the fastest Triton config')
     p.add_argument('--naive-dtypes', nargs='+', default=['fp32'],
                    help='dtypes for which to time the naive loop')
@@ -361,7 +371,8 @@ def main():
     for name, module in earlier.items():
         print(f'{name}: the Triton kernels of commit {module.revision}')
     if a.sweep or a.tune:
-        rows = sweep(a, device, apply_best=a.tune)
+        rows = sweep(a, device, apply_best=bool(a.tune),
+                     segments_only=(a.sweep or a.tune) == 'segments')
         if a.json:
             with open(a.json + '.sweep', 'w') as f:
                 json.dump(rows, f, indent=1)
