@@ -332,3 +332,20 @@ def test_benchmark_scan_sweep_segments_only(load_script, monkeypatch):
     finally:
         tri.CONFIGS.clear()
         tri.CONFIGS.update(default)
+
+
+def test_benchmark_scan_host_time_needs_no_gpu(load_script):
+    # --host-time: the Triton backend's Python per forward+backward on CPU tensors, every
+    # launch a no-op (a real launch would need a GPU), Triton's launcher restored after
+    pytest.importorskip('triton')
+    from types import SimpleNamespace
+
+    from triton.runtime.jit import JITFunction
+    module = load_script('tools/analysis/benchmark_scan.py')
+    launch = JITFunction.__getitem__
+    args = SimpleNamespace(lengths=[40], dtypes=['fp32', 'bf16'], batch=1, dim=4, N=2)
+    rows = module.host_time(args, {}, rounds=1, reps=4)
+    assert [(r['backend'], r['L'], r['dtype']) for r in rows] == [
+        ('triton', 40, 'fp32'), ('triton', 40, 'bf16')]
+    assert all(r['host_us'] > 0 for r in rows)
+    assert JITFunction.__getitem__ is launch

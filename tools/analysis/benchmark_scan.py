@@ -17,6 +17,7 @@ at ImageNet resolution (L 197), with softplus, z, D and delta_bias.
     python tools/analysis/benchmark_scan.py --device cpu --lengths 197 --dtypes fp32
     python tools/analysis/benchmark_scan.py --backends triton --triton-at 709f39e
     python tools/analysis/benchmark_scan.py --profile            # + GPU time: host-bound?
+    python tools/analysis/benchmark_scan.py --host-time --triton-at REV   # no GPU needed
 
 ``--triton-at REV`` also times the Triton kernels as they were at git revision REV (backend
 ``triton@REV``), in the same process as today's: a kernel change against its parent.
@@ -335,6 +336,50 @@ def sweep(args_ns, device, apply_best=False, segments_only=False):
     return rows
 
 
+def host_time(args_ns, earlier, rounds=7, reps=200):
+    """Microseconds of Python per eager forward+backward of the Triton backend (today's
+    and each ``triton@REV``), with every kernel launch replaced by a no-op, on CPU
+    tensors: what the host spends around the kernels, measurable without a GPU. Not in
+    it: Triton's own launch work and the CUDA allocator's. The few PyTorch operators
+    around the kernels (zeroed gradient buffers, dtype casts) do their work on the CPU
+    here, which a GPU does not; so a short sequence (L 197) shows the Python, a long one
+    adds CPU memsets. Median over ``rounds`` of ``reps`` calls; rows as printed."""
+    from triton.runtime.jit import JITFunction
+
+    from mmmambaout.ops.selective_scan import triton as tri
+    modules = {'triton': tri, **earlier}
+    original = JITFunction.__getitem__
+    JITFunction.__getitem__ = lambda self, grid: (lambda *args, **kwargs: None)
+    rows = []
+    print('| backend | L | dtype | fwd+bwd host us (launches as no-ops) |\n|---|---|---|---|')
+    try:
+        for L in args_ns.lengths:
+            for dname in args_ns.dtypes:
+                inputs = make_inputs(args_ns.batch, args_ns.dim, args_ns.N, L, DTYPES[dname],
+                                     torch.device('cpu'))
+                grad_out = torch.randn_like(inputs['u'])
+                for name, module in modules.items():
+                    def step():
+                        for t in inputs.values():
+                            t.grad = None
+                        module.selective_scan_triton(**inputs, delta_softplus=True
+                                                     ).backward(grad_out)
+                    for _ in range(reps // 4):
+                        step()
+                    times = []
+                    for _ in range(rounds):
+                        t0 = time.perf_counter()
+                        for _ in range(reps):
+                            step()
+                        times.append((time.perf_counter() - t0) / reps * 1e6)
+                    us = sorted(times)[rounds // 2]
+                    print(f'| {name} | {L} | {dname} | {us:.1f} |', flush=True)
+                    rows.append(dict(backend=name, L=L, dtype=dname, host_us=us))
+    finally:
+        JITFunction.__getitem__ = original
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--device', default='cuda')
@@ -359,17 +404,27 @@ def main():
                    help='add the GPU time of forward+backward (torch.profiler): the rest '
                         'of the wall time is the host')
     p.add_argument('--json', default=None, help='also write the rows to this file')
+    p.add_argument('--host-time', action='store_true',
+                   help='no GPU needed: the Python time per eager forward+backward of the '
+                        'Triton backend (and --triton-at revisions), kernel launches as '
+                        'no-ops on CPU tensors')
     p.add_argument('--triton-at', nargs='+', default=[], metavar='REV',
                    help='also time the Triton kernels of these git revisions (triton@REV)')
     a = p.parse_args()
-    device = torch.device(a.device)
-    if a.triton_at and (a.sweep or a.tune):
-        p.error('--triton-at times fixed kernels; leave out --sweep / --tune')
+    device = torch.device('cpu' if a.host_time else a.device)
+    if (a.triton_at or a.host_time) and (a.sweep or a.tune):
+        p.error('--triton-at and --host-time time fixed kernels; leave out --sweep / --tune')
     earlier = {f'triton@{rev}': triton_kernels_at(rev) for rev in a.triton_at}
     for line in header(device):
         print(line)
     for name, module in earlier.items():
         print(f'{name}: the Triton kernels of commit {module.revision}')
+    if a.host_time:
+        rows = host_time(a, earlier)
+        if a.json:
+            with open(a.json, 'w') as f:
+                json.dump(dict(header=header(device), rows=rows), f, indent=1)
+        return
     if a.sweep or a.tune:
         rows = sweep(a, device, apply_best=bool(a.tune),
                      segments_only=(a.sweep or a.tune) == 'segments')

@@ -69,10 +69,16 @@ def _configs(dtype: torch.dtype):
     return fwd, bwd
 
 
+def _cdiv(a, b):
+    """``ceil(a / b)`` for integers (``triton.cdiv`` is a jit function: from the host,
+    several microseconds a call, on the path of every launch)."""
+    return -(-a // b)
+
+
 def _segments(n_chunks: int, seg_l: Optional[int], block_l: int) -> Tuple[int, int]:
     """(chunks per segment, segments) for ``n_chunks`` chunks of ``block_l`` steps."""
     seg_chunks = n_chunks if seg_l is None else seg_l // block_l
-    return seg_chunks, triton.cdiv(n_chunks, seg_chunks)
+    return seg_chunks, _cdiv(n_chunks, seg_chunks)
 
 
 @triton.jit
@@ -488,12 +494,17 @@ def _buffer_views(alloc, *shapes):
     """Contiguous tensors of the given shapes, views of one buffer ``alloc(numel)`` (one
     allocation, and one memset where ``alloc`` zeroes); each starts 64-byte aligned for
     4-byte elements, as the kernels' pointer specialisation prefers."""
-    starts, total = [], 0
+    layouts, total = [], 0
     for shape in shapes:
-        starts.append(total)
-        total += -(-math.prod(shape) // 16) * 16
+        strides, n = [], 1
+        for size in reversed(shape):
+            strides.append(n)
+            n *= size
+        layouts.append((shape, strides[::-1], total))
+        total += -(-n // 16) * 16
     buffer = alloc(total)
-    return [buffer[s:s + math.prod(shape)].view(shape) for s, shape in zip(starts, shapes)]
+    # one as_strided per view (a slice and a view cost two calls each, on every launch)
+    return [buffer.as_strided(shape, strides, start) for shape, strides, start in layouts]
 
 
 def _contiguous(*tensors):
@@ -507,12 +518,12 @@ def _launch_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     batch, dim, L = u.shape
     G, N = B.shape[1], B.shape[2]
     H = dim // G
-    block_n = max(triton.next_power_of_2(N), 2)
+    block_n = max(1 << (N - 1).bit_length(), 2)
     fwd, bwd = _configs(u.dtype)
     save_l = bwd['BLOCK_L']
-    n_saved = _n_saved(L, u.dtype)
+    n_saved = _cdiv(L, save_l)   # _n_saved, with the configs in hand
     # the forward runs on to the last saved state; padded steps leave the state as is
-    n_chunks = triton.cdiv(n_saved * save_l, fwd['BLOCK_L'])
+    n_chunks = _cdiv(n_saved * save_l, fwd['BLOCK_L'])
     out = torch.empty_like(u)
     f32 = dict(device=u.device, dtype=torch.float32)
     states = torch.empty((batch, dim, n_saved, N), **f32)
@@ -523,12 +534,12 @@ def _launch_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     if n_seg > 1:
         seg_h, seg_s = _buffer_views(lambda n: torch.empty(n, **f32),
                                      (batch, n_seg, dim, N), (batch, n_seg, dim))
-        _fwd_segment_kernel[(triton.cdiv(dim, bd), batch, n_seg - 1)](
+        _fwd_segment_kernel[(_cdiv(dim, bd), batch, n_seg - 1)](
             u, delta, A, B, delta_bias if delta_bias is not None else u, seg_h, seg_s,
             dim, L, H, G, N, n_seg, HAS_BIAS=delta_bias is not None,
             SOFTPLUS=bool(delta_softplus), SEG_L=fwd['SEG_L'], BLOCK_D=bd, BLOCK_N=block_n,
             BLOCK_L=math.gcd(fwd['SEG_L'], 64), num_warps=fwd['num_warps'])
-    _fwd_kernel[(triton.cdiv(dim, bd), batch, n_seg)](
+    _fwd_kernel[(_cdiv(dim, bd), batch, n_seg)](
         u, delta, A, B, C, D if D is not None else u, z if z is not None else u,
         delta_bias if delta_bias is not None else u, out, states, seg_h, seg_s,
         dim, L, H, G, N, n_chunks, n_saved, n_seg, seg_chunks,
@@ -549,11 +560,11 @@ def _launch_bwd(u, delta, A, B, C, D, z, delta_bias, states, dout, dlast, delta_
     H = dim // G
     n_chunks = states.shape[2]
     bwd = _configs(u.dtype)[1]
-    if n_chunks != _n_saved(L, u.dtype):
+    if n_chunks != _cdiv(L, bwd['BLOCK_L']):
         raise RuntimeError(f"selective scan backward: the forward saved {n_chunks} states "
                            f"for {L} steps, the backward's BLOCK_L {bwd['BLOCK_L']} needs "
-                           f'{_n_saved(L, u.dtype)}: CONFIGS changed in between')
-    block_n = max(triton.next_power_of_2(N), 2)
+                           f"{_cdiv(L, bwd['BLOCK_L'])}: CONFIGS changed in between")
+    block_n = max(1 << (N - 1).bit_length(), 2)
     dout = dout.contiguous() if dout is not None else torch.zeros_like(u)
     dlast = dlast.contiguous() if dlast is not None else None
     f32 = dict(device=u.device, dtype=torch.float32)
@@ -578,12 +589,12 @@ def _launch_bwd(u, delta, A, B, C, D, z, delta_bias, states, dout, dlast, delta_
     if n_seg > 1:
         seg_b, seg_s = _buffer_views(lambda n: torch.empty(n, **f32),
                                      (batch, n_seg, dim, N), (batch, n_seg, dim))
-        _bwd_segment_kernel[(triton.cdiv(dim, bd), batch, n_seg - 1)](
+        _bwd_segment_kernel[(_cdiv(dim, bd), batch, n_seg - 1)](
             delta, A, C, z if z is not None else u,
             delta_bias if delta_bias is not None else u, dout, seg_b, seg_s,
             dim, L, H, G, N, n_seg, SEG_L=bwd['SEG_L'],
             BLOCK_L=math.gcd(bwd['SEG_L'], 64), **flags)
-    _bwd_kernel[(triton.cdiv(dim, bd), batch, n_seg)](
+    _bwd_kernel[(_cdiv(dim, bd), batch, n_seg)](
         u, delta, A, B, C, D if D is not None else u, z if z is not None else u,
         delta_bias if delta_bias is not None else u, states, dout,
         dlast if dlast is not None else u, seg_b, seg_s,
