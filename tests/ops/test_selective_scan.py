@@ -269,6 +269,21 @@ def test_cuda_backend_matches_recurrence(backend, dtype, tol, L, groups):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-4), (torch.bfloat16, 2e-2)])
+def test_cuda_triton_segments_match_recurrence(dtype, tol, monkeypatch):
+    # the default configs may run one segment at these lengths: force segments in both
+    # directions (fwd 128 steps, bwd 256: 8 and 4 segments at L 1000, the last partial)
+    if 'triton' not in available_backends('cuda'):
+        pytest.skip('triton not available')
+    from mmmambaout.ops.selective_scan.triton import CONFIGS
+    for cfg in CONFIGS.values():
+        monkeypatch.setitem(cfg, 'fwd', dict(cfg['fwd'], SEG_L=128))
+        monkeypatch.setitem(cfg, 'bwd', dict(cfg['bwd'], SEG_L=256))
+    args = cuda_inputs(dtype, groups=2, L=1000)
+    check_against_plain(args, True, public_fn('triton'), tol, tol)
+
+
+@pytest.mark.cuda
 def test_cuda_triton_without_optional_inputs_and_large_delta():
     if 'triton' not in available_backends('cuda'):
         pytest.skip('triton not available')
