@@ -349,3 +349,24 @@ def test_benchmark_scan_host_time_needs_no_gpu(load_script):
         ('triton', 40, 'fp32'), ('triton', 40, 'bf16')]
     assert all(r['host_us'] > 0 for r in rows)
     assert JITFunction.__getitem__ is launch
+
+
+def test_scan_kernel_stats_reads_the_compiled_kernels(load_script):
+    # registers, spills and SASS size of each kernel one forward+backward launches,
+    # compiled for sm_90 on the CPU with Triton's bundled ptxas / nvdisasm
+    pytest.importorskip('triton')
+    import torch
+    from triton.runtime.jit import JITFunction
+
+    from mmmambaout.ops.selective_scan import triton as today
+    module = load_script('tools/analysis/scan_kernel_stats.py')
+    bench = load_script('tools/analysis/benchmark_scan.py')
+    launch = JITFunction.__getitem__
+    inputs = {k: v.detach() for k, v in bench.make_inputs(1, 4, 2, 40, torch.float32,
+                                                         torch.device('cpu')).items()}
+    seen = module.launches(today, inputs)
+    assert JITFunction.__getitem__ is launch
+    assert [k.__name__ for k, _, _ in seen] == ['_fwd_kernel', '_bwd_kernel']  # one segment
+    stats = module.kernel_stats(*seen[0], arch=90)
+    assert 0 < stats['registers'] <= 255 and stats['spill_bytes'] >= 0
+    assert stats['sass_instructions'] > 100
