@@ -319,3 +319,26 @@ def test_backend_choice_for_cuda_tensors_traces_without_a_graph_break():
     assert scan.resolve_backend('auto', 'cuda') in ('triton', 'mamba_ssm')
     out = torch.compile(choice, backend='eager', fullgraph=True)(torch.zeros(2))
     assert out.tolist() == [float(scan.resolve_backend('auto', 'cuda') == 'triton')] * 2
+
+
+@pytest.mark.parametrize('name', ['triton', 'reference'])
+@pytest.mark.parametrize('return_last_state', [False, True])
+def test_dispatch_asks_the_backend_for_the_final_state_only_when_asked(
+        name, return_last_state, monkeypatch):
+    # a backend told to return the final state makes it (the Triton one copies it out of
+    # its saved states, one more kernel per call): selective_scan passes the caller's
+    # choice through, and returns what the backend returns
+    import mmmambaout.ops.selective_scan as scan
+    calls = []
+
+    def backend(*args):
+        calls.append(args[-1])
+        return ('out', 'last') if args[-1] else 'out'
+
+    monkeypatch.setattr(scan, '_resolved_backend', lambda backend, device_type: name)
+    monkeypatch.setattr(scan, '_triton_fn', lambda: (backend, None))
+    monkeypatch.setattr(scan, 'selective_scan_reference', backend)
+    args = make_inputs()
+    result = scan.selective_scan(**args, return_last_state=return_last_state)
+    assert calls == [return_last_state]
+    assert result == (('out', 'last') if return_last_state else 'out')

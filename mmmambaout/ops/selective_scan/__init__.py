@@ -170,9 +170,6 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     B4 = B if B.dim() == 4 else B.unsqueeze(1)
     C4 = C if C.dim() == 4 else C.unsqueeze(1)
-    if name == 'triton':
-        fn, _ = _triton_fn()
-    else:
-        fn = selective_scan_reference
-    out, last_state = fn(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, True)
-    return (out, last_state) if return_last_state else out
+    fn = _triton_fn()[0] if name == 'triton' else selective_scan_reference
+    # the final state only when asked for: the Triton backend copies it out otherwise
+    return fn(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, return_last_state)
