@@ -96,23 +96,32 @@ def test_selective_scan_kernels_compile(launches, dtype, optional, segmented, mo
 
 
 @pytest.mark.parametrize('segmented', [True, False])
-def test_selective_scan_constants_do_not_depend_on_length(launches, segmented, monkeypatch):
-    # a new sequence length (a new image size) must not compile new kernels: only
-    # arguments, never compile-time constants, may change with L
+def test_selective_scan_kernels_do_not_depend_on_length(launches, segmented, monkeypatch):
+    # a new sequence length (a new image size) must not compile new kernels: Triton's own
+    # key for a launch (compile-time constants, argument types, and the specialisation of
+    # integers equal to 1 or divisible by 16) may change with L only through L itself
+    from triton.backends.nvidia.compiler import CUDABackend
+    from triton.runtime.jit import create_function_from_signature
+
     from mmmambaout.ops.selective_scan.triton import CONFIGS, _launch_bwd, _launch_fwd
     for cfg in CONFIGS.values():
         monkeypatch.setitem(cfg['fwd'], 'SEG_L', 128 if segmented else None)
         monkeypatch.setitem(cfg['bwd'], 'SEG_L', 256 if segmented else None)
-    constants = []
-    for L in (600, 1000):
+    backend = CUDABackend(GPUTarget('cuda', 90, 32))
+    keys = []
+    # L: divisible by 16 or not; all of them longer than two segments where segmented
+    for L in (600, 1000, 1024, 3136) + (() if segmented else (196, 197)):
         launches.clear()
         u, delta, z = (torch.rand(1, 4, L) for _ in range(3))
         A, D, bias = -torch.rand(4, 16), torch.rand(4), torch.rand(4)
         B, C = (torch.rand(1, 1, 16, L) for _ in range(2))
         out, states = _launch_fwd(u, delta, A, B, C, D, z, bias, True)
         _launch_bwd(u, delta, A, B, C, D, z, bias, states, out, None, True)
-        constants.append({fn.__name__: {p.name: values[p.name] for p in fn.params
-                                        if p.is_constexpr}
-                          for fn, values, _ in launches})
-    assert len(constants[0]) == (4 if segmented else 2)
-    assert constants[0] == constants[1]
+        for fn, values, options in launches:
+            binder = create_function_from_signature(fn.signature, fn.params, backend)
+            _, specialization, _ = binder(**values, debug=False, instrumentation_mode='',
+                                          **options)
+            keys.append((fn.__name__, str([s for p, s in zip(fn.params, specialization)
+                                           if p.name != 'L'])))
+    # one key per kernel
+    assert len(set(name for name, _ in keys)) == len(set(keys)) == (4 if segmented else 2)

@@ -292,9 +292,9 @@ def sweep(args_ns, device, apply_best=False, segments_only=False):
         cfg = tri.CONFIGS[key]
         default = {k: dict(v) for k, v in cfg.items()}
         inputs = make_inputs(args_ns.batch, args_ns.dim, args_ns.N, L, DTYPES[dname], device)
-        if segments_only:   # the configured forward and backward, one segment each
-            cfg['fwd'] = dict(default['fwd'], SEG_L=None)
-            best_fwd = (fwd_time(), dict(cfg['fwd']))
+        if segments_only:   # the configured forward and backward; lengths timed below
+            best_fwd = (math.inf, dict(default['fwd'], SEG_L=None))
+            cfg['fwd'] = dict(best_fwd[1])
             best = None
         else:
             best_fwd = None
@@ -344,9 +344,12 @@ def host_time(args_ns, earlier, rounds=7, reps=200):
     around the kernels (zeroed gradient buffers, dtype casts) do their work on the CPU
     here, which a GPU does not; so a short sequence (L 197) shows the Python, a long one
     adds CPU memsets. Median over ``rounds`` of ``reps`` calls; rows as printed."""
-    from triton.runtime.jit import JITFunction
+    try:
+        from triton.runtime.jit import JITFunction
 
-    from mmmambaout.ops.selective_scan import triton as tri
+        from mmmambaout.ops.selective_scan import triton as tri
+    except ImportError as exc:
+        raise SystemExit(f'error: --host-time needs triton installed ({exc})')
     modules = {'triton': tri, **earlier}
     original = JITFunction.__getitem__
     JITFunction.__getitem__ = lambda self, grid: (lambda *args, **kwargs: None)
@@ -414,6 +417,11 @@ def main():
     device = torch.device('cpu' if a.host_time else a.device)
     if (a.triton_at or a.host_time) and (a.sweep or a.tune):
         p.error('--triton-at and --host-time time fixed kernels; leave out --sweep / --tune')
+    if a.sweep and a.tune:
+        p.error('--tune already sweeps: give --sweep or --tune, not both')
+    if a.host_time and (a.backends or a.profile or a.device != 'cuda'):
+        p.error('--host-time times the Triton backend on CPU tensors: leave out --backends, '
+                '--profile and --device')
     earlier = {f'triton@{rev}': triton_kernels_at(rev) for rev in a.triton_at}
     for line in header(device):
         print(line)
@@ -427,7 +435,7 @@ def main():
         return
     if a.sweep or a.tune:
         rows = sweep(a, device, apply_best=bool(a.tune),
-                     segments_only=(a.sweep or a.tune) == 'segments')
+                     segments_only=(a.tune or a.sweep) == 'segments')
         if a.json:
             with open(a.json + '.sweep', 'w') as f:
                 json.dump(rows, f, indent=1)

@@ -14,9 +14,10 @@ code change that a GPU timing would otherwise be needed to see.
 
 Figures depend on the Triton version (its compiler and bundled ptxas); the header prints
 it. Shapes default to Vim-S's (batch 2, dim 768, N 16), with softplus, z, D, delta_bias.
+``--triton-at`` needs a revision whose ``_launch_fwd`` / ``_launch_bwd`` take today's
+arguments (every revision since the Triton backward existed does).
 """
 import argparse
-import os
 import os.path as osp
 import re
 import subprocess
@@ -52,47 +53,44 @@ def launches(module, inputs):
     return seen
 
 
-def signature(kernel, values):
-    """Triton's ``(signature, constexprs)`` for a launch's argument values."""
-    names = {torch.float32: 'fp32', torch.float16: 'fp16', torch.bfloat16: 'bf16',
-             torch.int32: 'i32', torch.int64: 'i64'}
-    sig, constexprs = {}, {}
-    for p in kernel.params:
-        v = values[p.name]
-        if p.is_constexpr:
-            sig[p.name], constexprs[p.name] = 'constexpr', v
-        elif isinstance(v, torch.Tensor):
-            sig[p.name] = '*' + names[v.dtype]
-        elif isinstance(v, float):
-            sig[p.name] = 'fp32'
-        else:
-            sig[p.name] = 'i32' if -2**31 <= v < 2**31 else 'i64'
-    return sig, constexprs
-
-
 def kernel_stats(kernel, values, options, arch):
-    """``{registers, spill_bytes, sass_instructions}`` of one launch compiled for sm_<arch>."""
+    """``{registers, spill_bytes, sass_instructions}`` of one launch compiled for sm_<arch>
+    as a launch on such a GPU compiles it: Triton's own binding of the arguments, with
+    its specialisation of integers (equal to 1, divisible by 16) and pointers."""
     import triton
     from triton.backends.compiler import GPUTarget
+    from triton.backends.nvidia.compiler import CUDABackend
     from triton.compiler import ASTSource
-    compiled = triton.compile(ASTSource(kernel, *signature(kernel, values)),
-                              target=GPUTarget('cuda', arch, 32), options=options)
+    from triton.runtime.jit import create_function_from_signature
+    target = GPUTarget('cuda', arch, 32)
+    backend = CUDABackend(target)
+    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+    kwargs = dict(values, debug=False, instrumentation_mode='', **options)
+    bound, specialization, parsed = binder(**kwargs)
+    parsed, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound,
+                                                             specialization, parsed)
+    compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs), target=target,
+                              options=parsed.__dict__)
     tools = osp.join(osp.dirname(triton.__file__), 'backends', 'nvidia', 'bin')
     ptx = compiled.asm['ptx']
-    target = re.search(r'^\.target\s+(\S+)', ptx, re.M).group(1)   # sm_90a, not sm_90
+    gpu_name = re.search(r'^\.target\s+(\S+)', ptx, re.M).group(1)   # sm_90a, not sm_90
     with tempfile.TemporaryDirectory() as tmp:
         ptx_path, cubin = osp.join(tmp, 'k.ptx'), osp.join(tmp, 'k.cubin')
         with open(ptx_path, 'w') as f:
             f.write(ptx)
-        proc = subprocess.run([osp.join(tools, 'ptxas'), '-v', '--gpu-name', target, ptx_path,
-                               '-o', cubin], capture_output=True, text=True)
+        proc = subprocess.run([osp.join(tools, 'ptxas'), '-v', '--gpu-name', gpu_name,
+                               ptx_path, '-o', cubin], capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f'ptxas failed for {kernel.__name__}: {proc.stderr[-500:]}')
         report = proc.stdout + proc.stderr
         sass = subprocess.run([osp.join(tools, 'nvdisasm'), '-c', cubin], capture_output=True,
                               text=True, check=True).stdout
-    return dict(registers=int(re.search(r'Used (\d+) registers', report).group(1)),
-                spill_bytes=int(re.search(r'(\d+) bytes spill stores', report).group(1)),
+    registers = re.search(r'Used (\d+) registers', report)
+    spills = re.search(r'(\d+) bytes spill stores', report)
+    if registers is None or spills is None:
+        raise RuntimeError(f'ptxas -v printed no register / spill line for {kernel.__name__} '
+                           f'(its output format changed?): {report[-500:]}')
+    return dict(registers=int(registers.group(1)), spill_bytes=int(spills.group(1)),
                 sass_instructions=len(re.findall(r'^\s*/\*[0-9a-f]{4,}\*/\s+\S.*;', sass,
                                                  re.M)))
 

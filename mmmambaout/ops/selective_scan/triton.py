@@ -133,8 +133,8 @@ def _channel_tile(A_ptr, bias_ptr, dim, H, N, HAS_BIAS: tl.constexpr,
 @triton.jit
 def _segment_chunks(pid_s, seg_chunks, n_chunks, SEGMENTED: tl.constexpr):
     """The chunks ``[lo, hi)`` of segment ``pid_s``: all of them unless ``SEGMENTED``.
-    (The chunk count is an argument, not a constant: one compiled kernel serves every
-    sequence length; the unsegmented kernel keeps the plain loop over all chunks.)"""
+    (The chunk count is an argument, not a constant, so a new sequence length compiles no
+    new kernel; the unsegmented kernel keeps the plain loop over all chunks.)"""
     if SEGMENTED:
         lo = pid_s * seg_chunks
         return lo, tl.minimum(lo + seg_chunks, n_chunks)
@@ -163,7 +163,10 @@ def _apply_segment_map(x, seg_v_ptr, seg_s_ptr, seg, A2, dim, N, offs_d, offs_n,
     return tl.exp2(S[:, None] * A2) * x + v
 
 
-@triton.jit
+# The kernels' counts (chunks, saved states, segments) vary with the sequence length and
+# are not specialised: a count of 1 or a multiple of 16 would compile another kernel. L
+# is (at most three kernels: 1, a multiple of 16, other), for the alignment of its rows.
+@triton.jit(do_not_specialize=['n_seg'])
 def _fwd_segment_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, seg_h_ptr, seg_s_ptr,
                         dim, L, H, G, N, n_seg,
                         HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, SEG_L: tl.constexpr,
@@ -208,7 +211,7 @@ def _fwd_segment_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, seg_h_ptr, seg
                        mask_d, mask_dn)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=['n_chunks', 'n_saved', 'n_seg', 'seg_chunks'])
 def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
                 out_ptr, states_ptr, seg_h_ptr, seg_s_ptr,
                 dim, L, H, G, N, n_chunks, n_saved, n_seg, seg_chunks,
@@ -300,7 +303,7 @@ def _bwd_loads(c, c_lo, u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, states_ptr, dout_
     return h0, u, delta, delta_next, Bt, Ct, dout, z
 
 
-@triton.jit
+@triton.jit(do_not_specialize=['n_seg'])
 def _bwd_segment_kernel(delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr,
                         seg_b_ptr, seg_s_ptr, dim, L, H, G, N, n_seg,
                         HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
@@ -351,7 +354,7 @@ def _bwd_segment_kernel(delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr,
                        mask_d, mask_dn)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=['n_chunks', 'n_seg', 'seg_chunks'])
 def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, states_ptr,
                 dout_ptr, dlast_ptr, seg_b_ptr, seg_s_ptr,
                 du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
