@@ -24,6 +24,7 @@ at ImageNet resolution (L 197), with softplus, z, D and delta_bias.
 """
 import argparse
 import atexit
+import contextlib
 import importlib.util
 import json
 import math
@@ -336,6 +337,29 @@ def sweep(args_ns, device, apply_best=False, segments_only=False):
     return rows
 
 
+@contextlib.contextmanager
+def stubbed_launches(record=False):
+    """Inside, every Triton kernel launch does nothing; yields a list that, with
+    ``record``, collects ``(kernel, {param: value}, {option: value})`` of each launch."""
+    from triton.runtime.jit import JITFunction
+    seen = []
+
+    def getitem(kernel, grid):
+        def launch(*args, **kwargs):
+            if record:
+                options = {k: kwargs.pop(k) for k in ('num_warps', 'num_stages')
+                           if k in kwargs}
+                seen.append((kernel, dict(zip(kernel.arg_names, args), **kwargs), options))
+        return launch
+
+    original = JITFunction.__getitem__
+    JITFunction.__getitem__ = getitem
+    try:
+        yield seen
+    finally:
+        JITFunction.__getitem__ = original
+
+
 def host_time(args_ns, earlier, rounds=7, reps=200):
     """Microseconds of Python per eager forward+backward of the Triton backend (today's
     and each ``triton@REV``), with every kernel launch replaced by a no-op, on CPU
@@ -345,17 +369,13 @@ def host_time(args_ns, earlier, rounds=7, reps=200):
     here, which a GPU does not; so a short sequence (L 197) shows the Python, a long one
     adds CPU memsets. Median over ``rounds`` of ``reps`` calls; rows as printed."""
     try:
-        from triton.runtime.jit import JITFunction
-
         from mmmambaout.ops.selective_scan import triton as tri
     except ImportError as exc:
         raise SystemExit(f'error: --host-time needs triton installed ({exc})')
     modules = {'triton': tri, **earlier}
-    original = JITFunction.__getitem__
-    JITFunction.__getitem__ = lambda self, grid: (lambda *args, **kwargs: None)
     rows = []
     print('| backend | L | dtype | fwd+bwd host us (launches as no-ops) |\n|---|---|---|---|')
-    try:
+    with stubbed_launches():
         for L in args_ns.lengths:
             for dname in args_ns.dtypes:
                 inputs = make_inputs(args_ns.batch, args_ns.dim, args_ns.N, L, DTYPES[dname],
@@ -378,8 +398,6 @@ def host_time(args_ns, earlier, rounds=7, reps=200):
                     us = sorted(times)[rounds // 2]
                     print(f'| {name} | {L} | {dname} | {us:.1f} |', flush=True)
                     rows.append(dict(backend=name, L=L, dtype=dname, host_us=us))
-    finally:
-        JITFunction.__getitem__ = original
     return rows
 
 

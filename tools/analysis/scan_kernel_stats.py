@@ -27,29 +27,17 @@ import tempfile
 import torch
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from benchmark_scan import DTYPES, header, make_inputs, triton_kernels_at  # noqa: E402
+from benchmark_scan import (DTYPES, header, make_inputs, stubbed_launches,  # noqa: E402
+                            triton_kernels_at)
 
 
 def launches(module, inputs):
     """``[(kernel, {param: value}, {option: value})]`` of one eager forward+backward of
     the Triton scan module ``module``, captured, none run."""
-    from triton.runtime.jit import JITFunction
-    seen = []
-
-    def getitem(kernel, grid):
-        def launch(*args, **kwargs):
-            options = {k: kwargs.pop(k) for k in ('num_warps', 'num_stages') if k in kwargs}
-            seen.append((kernel, dict(zip(kernel.arg_names, args), **kwargs), options))
-        return launch
-
-    original = JITFunction.__getitem__
-    JITFunction.__getitem__ = getitem
-    try:
+    with stubbed_launches(record=True) as seen:
         args = [inputs[k] for k in ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')]
         out, states = module._launch_fwd(*args, True)
         module._launch_bwd(*args, states, out, None, True)
-    finally:
-        JITFunction.__getitem__ = original
     return seen
 
 

@@ -70,9 +70,15 @@ def _configs(dtype: torch.dtype):
 
 
 def _cdiv(a, b):
-    """``ceil(a / b)`` for integers (``triton.cdiv`` is a jit function: from the host,
-    several microseconds a call, on the path of every launch)."""
-    return -(-a // b)
+    """``ceil(a / b)`` for integers, symbolic ones too (``torch.compile``). Not
+    ``triton.cdiv``: a jit function, about 2 us a host call, on the path of every launch."""
+    return (a + b - 1) // b
+
+
+def _block_n(N: int) -> int:
+    """The state tile: the next power of two >= N, at least 2 (integer arithmetic, not
+    ``triton.next_power_of_2``, a jit function)."""
+    return max(1 << (N - 1).bit_length(), 2)
 
 
 def _segments(n_chunks: int, seg_l: Optional[int], block_l: int) -> Tuple[int, int]:
@@ -489,8 +495,7 @@ def _block_d(requested: int, H: int) -> int:
 def _n_saved(L, dtype: torch.dtype):
     """How many states the forward saves for a sequence of ``L`` steps (one per backward
     chunk); ``L`` may be symbolic (``torch.compile``)."""
-    save_l = _configs(dtype)[1]['BLOCK_L']
-    return (L + save_l - 1) // save_l
+    return _cdiv(L, _configs(dtype)[1]['BLOCK_L'])
 
 
 def _buffer_views(alloc, *shapes):
@@ -521,7 +526,7 @@ def _launch_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     batch, dim, L = u.shape
     G, N = B.shape[1], B.shape[2]
     H = dim // G
-    block_n = max(1 << (N - 1).bit_length(), 2)
+    block_n = _block_n(N)
     fwd, bwd = _configs(u.dtype)
     save_l = bwd['BLOCK_L']
     n_saved = _cdiv(L, save_l)   # _n_saved, with the configs in hand
@@ -567,7 +572,7 @@ def _launch_bwd(u, delta, A, B, C, D, z, delta_bias, states, dout, dlast, delta_
         raise RuntimeError(f"selective scan backward: the forward saved {n_chunks} states "
                            f"for {L} steps, the backward's BLOCK_L {bwd['BLOCK_L']} needs "
                            f"{_cdiv(L, bwd['BLOCK_L'])}: CONFIGS changed in between")
-    block_n = max(1 << (N - 1).bit_length(), 2)
+    block_n = _block_n(N)
     dout = dout.contiguous() if dout is not None else torch.zeros_like(u)
     dlast = dlast.contiguous() if dlast is not None else None
     f32 = dict(device=u.device, dtype=torch.float32)
